@@ -1,0 +1,146 @@
+"""Tasks: the one thing every learner sees.
+
+A VTAB task and a Meta-Dataset episode are both a :class:`Task`: a labelled
+support set, a stream of query batches and some metadata. Learners never learn
+which benchmark a Task came from.
+
+Images in a Task are ``float32`` arrays of shape ``[n, size, size, 3]`` with
+values in ``[0, 1]``; a backbone maps them into its own value range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from fewshot_bench.errors import LearnerError
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """A batch of images with stable ids and (unless hidden) integer labels."""
+
+    images: np.ndarray
+    labels: Optional[np.ndarray]
+    ids: tuple[str, ...]
+
+    def __post_init__(self):
+        n = len(self.images)
+        if len(self.ids) != n or (self.labels is not None and len(self.labels) != n):
+            raise ValueError(f"Examples: {n} images, {len(self.ids)} ids and "
+                             f"{None if self.labels is None else len(self.labels)} labels must agree")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> "Examples":
+        idx = np.asarray(indices, dtype=np.int64)
+        return Examples(self.images[idx], None if self.labels is None else self.labels[idx],
+                        tuple(self.ids[i] for i in idx))
+
+    def unlabelled(self) -> "Examples":
+        """The same images with the labels hidden (what a predictor receives)."""
+        return Examples(self.images, None, self.ids)
+
+    @staticmethod
+    def concat(parts: Sequence["Examples"]) -> "Examples":
+        labels = None if any(p.labels is None for p in parts) else np.concatenate([p.labels for p in parts])
+        return Examples(np.concatenate([p.images for p in parts]), labels,
+                        tuple(i for p in parts for i in p.ids))
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationSplit:
+    """A train -> validation split inside the support set (VTAB: train800 -> val200).
+
+    Learners choose hyper-parameters by fitting on ``train`` and scoring on
+    ``val``, then refit on the whole support set. Both are views of the support
+    set, so the test split cannot reach hyper-parameter selection.
+    """
+
+    train: Examples
+    val: Examples
+
+
+class QueryStream:
+    """A re-iterable stream of query batches (each iteration starts afresh)."""
+
+    def __init__(self, make_batches: Callable[[], Iterator[Examples]], size: Optional[int] = None):
+        self._make_batches = make_batches
+        self.size = size
+
+    def __iter__(self) -> Iterator[Examples]:
+        return iter(self._make_batches())
+
+    @classmethod
+    def from_examples(cls, examples: Examples, batch_size: int = 500) -> "QueryStream":
+        def batches():
+            for start in range(0, len(examples), batch_size):
+                yield examples.take(np.arange(start, min(start + batch_size, len(examples))))
+        return cls(batches, size=len(examples))
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One adaptation problem: fit on ``support``, predict ``query``.
+
+    ``task_id`` is unique within its source (a VTAB task name, or the episode
+    index of an MD source).
+    """
+
+    support: Examples
+    query: QueryStream
+    num_classes: int
+    suite: str
+    group: str
+    source: str
+    task_id: str
+    seed: int
+    validation: Optional[ValidationSplit] = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.suite}/{self.source}/{self.task_id}"
+
+
+def check_support(support: Examples, num_classes: int) -> None:
+    """Raise :class:`LearnerError` unless every class 0..num_classes-1 has an example."""
+    if support.labels is None or len(support) == 0:
+        raise LearnerError("the support set is empty or unlabelled: a learner needs labelled examples")
+    labels = np.asarray(support.labels)
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise LearnerError(f"support labels must lie in 0..{num_classes - 1}, found {labels.min()}..{labels.max()}")
+    missing = sorted(set(range(num_classes)) - set(labels.tolist()))
+    if missing:
+        raise LearnerError(f"classes {missing[:10]} of {num_classes} have no support example")
+
+
+class Fingerprint:
+    """Incremental hash of the image ids and labels a Task holds.
+
+    Two Tasks with the same fingerprint contain the same images with the same
+    labels in the same roles (support vs. query), in the same order.
+    """
+
+    def __init__(self):
+        self._hash = hashlib.sha256()
+
+    def update(self, role: str, examples: Examples) -> None:
+        labels = examples.labels if examples.labels is not None else [-1] * len(examples)
+        for image_id, label in zip(examples.ids, labels):
+            self._hash.update(f"{role}\t{image_id}\t{int(label)}\n".encode())
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()[:16]
+
+
+def fingerprint(support: Examples, query: Iterable[Examples]) -> str:
+    """The fingerprint of a support set and its query batches."""
+    fp = Fingerprint()
+    fp.update("support", support)
+    for batch in query:
+        fp.update("query", batch)
+    return fp.hexdigest()
