@@ -144,3 +144,48 @@ def fingerprint(support: Examples, query: Iterable[Examples]) -> str:
     for batch in query:
         fp.update("query", batch)
     return fp.hexdigest()
+
+
+# Scoring rules of a TaskSource (see fewshot_bench.evaluation.scores).
+POOLED = "pooled"      # VTAB: accuracy pooled over all query examples of the one task
+EPISODES = "episodes"  # MD: mean of per-episode accuracies with a 95% interval
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSource:
+    """One VTAB task or one MD source: a named, indexed family of Tasks.
+
+    ``build(index, seed, image_size)`` returns Task ``index`` (0..num_tasks-1)
+    and must be a pure function of its arguments, so tasks can be built in
+    any order, in any process.
+    """
+
+    name: str
+    group: str
+    scoring: str
+    num_tasks: int
+    build: Callable[[int, int, int], Task]
+    benchmark: str = "vtab"  # "vtab" or "md": which half of VTAB+MD it belongs to
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    """An ordered set of task sources; each source carries its scoring rule."""
+
+    name: str
+    sources: tuple[TaskSource, ...]
+    description: str = ""
+
+    def source(self, name: str) -> TaskSource:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        from fewshot_bench.errors import ConfigError
+        raise ConfigError(f"suite {self.name!r} has no source {name!r}; it has {[s.name for s in self.sources]}")
+
+    def task(self, source: TaskSource, index: int, seed: int, image_size: int) -> Task:
+        return dataclasses.replace(source.build(index, seed, image_size), suite=self.name)
+
+    @property
+    def num_tasks(self) -> int:
+        return sum(s.num_tasks for s in self.sources)
