@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from fewshot_bench.errors import LearnerError
+from fewshot_bench.errors import ConfigError, LearnerError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +167,10 @@ class TaskSource:
     build: Callable[[int, int, int], Task]
     benchmark: str = "vtab"  # "vtab" or "md": which half of VTAB+MD it belongs to
 
+    def task_id(self, index: int) -> str:
+        """The id of task ``index``: the task's name for VTAB, the episode index for MD."""
+        return self.name if self.scoring == POOLED else str(index)
+
 
 @dataclasses.dataclass(frozen=True)
 class Suite:
@@ -180,7 +184,6 @@ class Suite:
         for s in self.sources:
             if s.name == name:
                 return s
-        from fewshot_bench.errors import ConfigError
         raise ConfigError(f"suite {self.name!r} has no source {name!r}; it has {[s.name for s in self.sources]}")
 
     def task(self, source: TaskSource, index: int, seed: int, image_size: int) -> Task:
