@@ -1,0 +1,268 @@
+"""VTAB tasks over TFDS builders (Zhai et al. 2019; VTAB+MD, Dumoulin et al. 2021).
+
+A VTAB task is one :class:`~fewshot_bench.tasks.Task`:
+
+- support = ``train800val200``: the ``train800`` slice then the ``val200``
+  slice, loaded into memory;
+- validation = ``ValidationSplit(train=train800, val=val200)``, two views of
+  the support set, so hyper-parameter selection never sees the test split;
+- query = the ``test`` split streamed with ``tf.data`` in batches.
+
+Slices are fixed TFDS split strings ("train[:800]"), never random samples, so
+a task is the same on every machine. This module reads any TFDS builder that
+a :class:`VtabTaskSpec` names (the mini suite reuses it for its own builders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from fewshot_bench.errors import ConfigError, DataError
+from fewshot_bench.tasks import POOLED, Examples, QueryStream, Task, TaskSource, ValidationSplit
+
+SUPPORT_BATCH_SIZE = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class VtabTaskSpec:
+    """One VTAB task: a TFDS builder, its split table and its label rule.
+
+    ``label_fn`` maps a decoded TFDS example (dict of tensors) to an integer
+    label with TF graph ops; ``None`` reads ``example["label"]``.
+    ``image_max_value`` is the largest stored pixel value (255; 1 for
+    dSprites, whose images are binary masks).
+    """
+
+    name: str
+    group: str
+    tfds_name: str
+    num_classes: int
+    train800: str
+    val200: str
+    test: str
+    label_fn: Optional[Callable[[dict], Any]] = None
+    image_key: str = "image"
+    image_max_value: float = 255.0
+
+    @property
+    def dataset(self) -> str:
+        """The builder name without version, e.g. ``"eurosat/rgb"``."""
+        return split_tfds_name(self.tfds_name)[0]
+
+
+# ---------------------------------------------------------------------------
+# Pure rules: builder names, versions and split slices.
+
+_VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_SLICE_RE = re.compile(r"^(?P<name>[\w-]+)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
+def split_tfds_name(tfds_name: str) -> tuple[str, Optional[str]]:
+    """``"eurosat/rgb:2.*.*"`` -> ``("eurosat/rgb", "2.*.*")``; no version -> ``None``."""
+    dataset, _, version = tfds_name.partition(":")
+    return dataset, (version or None)
+
+
+def version_matches(version: str, pattern: Optional[str]) -> bool:
+    """TFDS version rule: ``"3.1.0"`` matches ``"3.*.*"`` and ``"3.1.0"``; ``None`` matches all."""
+    if pattern is None:
+        return True
+    return all(p in ("*", v) for v, p in zip(version.split("."), pattern.split(".")))
+
+
+def prepared_versions(data_dir: Path, dataset: str) -> list[str]:
+    """Versions of ``dataset`` prepared in ``data_dir`` (folders holding a ``dataset_info.json``)."""
+    folder = Path(data_dir) / dataset
+    if not folder.is_dir():
+        return []
+    found = [d.name for d in folder.iterdir()
+             if _VERSION_RE.match(d.name) and (d / "dataset_info.json").is_file()]
+    return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+def slice_range(split: str, num_examples: Optional[int]) -> tuple[str, Optional[int], Optional[int]]:
+    """``(split_name, start, stop)`` of a TFDS split string such as ``"train[63000:63200]"``.
+
+    Follows TFDS' slicing: absolute or percent bounds, negative bounds count
+    from the end, percents round to the closest example. ``start``/``stop``
+    are ``None`` where they depend on an unknown ``num_examples``.
+    """
+    match = _SLICE_RE.match(split.replace(" ", ""))
+    if not match:
+        raise ConfigError(f"cannot parse split {split!r}: expected name or name[start:stop] "
+                          f"(e.g. 'train[:800]', 'test[50%:]')")
+
+    def bound(text: Optional[str], default: Optional[int]) -> Optional[int]:
+        if text is None:
+            return default
+        if text.endswith("%"):
+            value = None if num_examples is None else int(round(int(text[:-1]) * num_examples / 100.0))
+        else:
+            value = int(text)
+        if value is not None and value < 0:
+            value = None if num_examples is None else num_examples + value
+        if value is not None and num_examples is not None:
+            value = min(max(value, 0), num_examples)
+        return value
+
+    return match["name"], bound(match["start"], 0), bound(match["stop"], num_examples)
+
+
+def slice_size(split: str, num_examples: int) -> int:
+    """Number of examples a split string selects from a split of ``num_examples``."""
+    _, start, stop = slice_range(split, num_examples)
+    return max(0, stop - start)
+
+
+# ---------------------------------------------------------------------------
+# Opening builders.
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """``data_dir``, or TFDS' default (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``)."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    import tensorflow_datasets as tfds
+
+    return Path(tfds.core.constants.get_default_data_dir())
+
+
+def prepare_command(suite: str, data_dir: Path) -> str:
+    """The command that prepares the data of ``suite`` (``vtab-1k``/``vtab-v2`` -> ``vtab``)."""
+    benchmark = "vtab" if suite.startswith("vtab") else suite
+    return f"fewshot-bench prepare {benchmark} --data_dir {data_dir}"
+
+
+def check_prepared(spec: VtabTaskSpec, data_dir: Path, suite: str = "vtab-1k") -> str:
+    """The prepared version of ``spec``'s dataset; :class:`DataError` if missing or mismatched."""
+    dataset, pattern = split_tfds_name(spec.tfds_name)
+    found = prepared_versions(data_dir, dataset)
+    if not found:
+        raise DataError(f"task {spec.name!r}: dataset {dataset!r} is not prepared in data_dir {data_dir} "
+                        f"(no {data_dir / dataset}/<version>/dataset_info.json). "
+                        f"Prepare it with: {prepare_command(suite, data_dir)}")
+    matching = [v for v in found if version_matches(v, pattern)]
+    if not matching:
+        raise DataError(f"task {spec.name!r}: dataset {dataset!r} in data_dir {data_dir} has version(s) "
+                        f"{', '.join(found)} but the task expects version {pattern}. Prepare version "
+                        f"{pattern} with: {prepare_command(suite, data_dir)}")
+    return matching[-1]
+
+
+def open_builder(spec: VtabTaskSpec, data_dir: str | Path | None, suite: str = "vtab-1k") -> Any:
+    """The TFDS builder of ``spec`` in ``data_dir``, after checking that it is prepared."""
+    import tensorflow_datasets as tfds
+
+    root = resolve_data_dir(data_dir)
+    check_prepared(spec, root, suite)
+    try:
+        return tfds.builder(spec.tfds_name, data_dir=str(root))
+    except Exception as e:  # TFDS raises several unrelated types here
+        raise DataError(f"task {spec.name!r}: cannot open TFDS builder {spec.tfds_name!r} in data_dir "
+                        f"{root}: {e}. Re-prepare it with: {prepare_command(suite, root)}") from e
+
+
+def split_sizes(builder: Any) -> dict[str, int]:
+    """``{split name: number of examples}`` as recorded by TFDS (empty when unknown)."""
+    return {name: int(info.num_examples) for name, info in builder.info.splits.items()}
+
+
+# ---------------------------------------------------------------------------
+# Reading.
+
+def _example_ids(spec: VtabTaskSpec, split: str, sizes: dict[str, int]) -> Callable[[int], str]:
+    """Stable ids ``"<dataset>/<split name>/<index in split>"`` for the examples of a slice.
+
+    Falls back to ``"<dataset>/<split string>/<index in slice>"`` when the
+    split's size is unknown and the slice start depends on it.
+    """
+    name, start, _ = slice_range(split, sizes.get(name_of(split)))
+    if start is None:
+        return lambda i: f"{spec.dataset}/{split}/{i}"
+    return lambda i: f"{spec.dataset}/{name}/{start + i}"
+
+
+def name_of(split: str) -> str:
+    """The split name of a split string: ``"train[:800]"`` -> ``"train"``."""
+    return split.split("[", 1)[0].strip()
+
+
+def read_split(builder: Any, spec: VtabTaskSpec, split: str, image_size: int,
+               batch_size: int) -> Iterator[Examples]:
+    """Stream ``split`` of ``builder`` as preprocessed, labelled :class:`Examples` batches."""
+    import tensorflow as tf
+
+    from fewshot_bench.datasets.preprocess import to_unit_rgb
+
+    def convert(example):
+        label = spec.label_fn(example) if spec.label_fn is not None else example["label"]
+        image = to_unit_rgb(example[spec.image_key], image_size, spec.image_max_value)
+        return image, tf.cast(label, tf.int64)
+
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+    except Exception as e:  # unknown split, slice out of range, missing files
+        raise DataError(f"task {spec.name!r}: cannot read split {split!r} of {spec.tfds_name!r}: {e}") from e
+    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).prefetch(1)
+    example_id = _example_ids(spec, split, split_sizes(builder))
+    offset = 0
+    for images, labels in ds.as_numpy_iterator():
+        bad = (labels < 0) | (labels >= spec.num_classes)
+        if bad.any():
+            raise DataError(f"task {spec.name!r}: split {split!r} of {spec.tfds_name!r} gives label "
+                            f"{int(labels[bad][0])}, outside 0..{spec.num_classes - 1}; check the "
+                            f"task's label rule and the prepared data")
+        ids = tuple(example_id(offset + i) for i in range(len(labels)))
+        offset += len(labels)
+        yield Examples(images, labels, ids)
+
+
+def _load(builder: Any, spec: VtabTaskSpec, split: str, image_size: int) -> Examples:
+    parts = list(read_split(builder, spec, split, image_size, SUPPORT_BATCH_SIZE))
+    if not parts:
+        raise DataError(f"task {spec.name!r}: split {split!r} of {spec.tfds_name!r} is empty")
+    return Examples.concat(parts)
+
+
+def vtab_task(spec: VtabTaskSpec, *, data_dir: str | Path | None, image_size: int, seed: int = 0,
+              suite: str = "vtab-1k", query_batch_size: int = 500) -> Task:
+    """Build the Task of ``spec``: support ``train800val200``, query the streamed ``test`` split."""
+    if query_batch_size < 1:
+        raise ConfigError(f"query_batch_size must be a positive integer, got {query_batch_size}")
+    builder = open_builder(spec, data_dir, suite)
+    train800 = _load(builder, spec, spec.train800, image_size)
+    val200 = _load(builder, spec, spec.val200, image_size)
+    sizes = split_sizes(builder)
+    test_size = slice_size(spec.test, sizes[name_of(spec.test)]) if name_of(spec.test) in sizes else None
+    query = QueryStream(lambda: read_split(builder, spec, spec.test, image_size, query_batch_size),
+                        size=test_size)
+    return Task(
+        support=Examples.concat([train800, val200]),
+        query=query,
+        num_classes=spec.num_classes,
+        suite=suite,
+        group=spec.group,
+        source=spec.name,
+        task_id=spec.name,
+        seed=seed,
+        validation=ValidationSplit(train=train800, val=val200),
+    )
+
+
+def vtab_source(spec: VtabTaskSpec, *, data_dir: str | Path | None, suite: str = "vtab-1k",
+                query_batch_size: int = 500) -> TaskSource:
+    """The one-task :class:`TaskSource` of ``spec`` (scored by pooled accuracy)."""
+
+    def build(index: int, seed: int, image_size: int) -> Task:
+        if index != 0:
+            raise ConfigError(f"VTAB task {spec.name!r} has exactly one task (index 0), not index {index}")
+        return vtab_task(spec, data_dir=data_dir, image_size=image_size, seed=seed, suite=suite,
+                         query_batch_size=query_batch_size)
+
+    return TaskSource(name=spec.name, group=spec.group, scoring=POOLED, num_tasks=1, build=build,
+                      benchmark="vtab")
