@@ -1,0 +1,6 @@
+"""Learners: every built-in one registers itself in ``LEARNERS`` on import."""
+
+from fewshot_bench.learners.base import LEARNERS, Learner, Predictor
+from fewshot_bench.learners import linear_probe  # noqa: F401  (registers "linear_probe")
+
+__all__ = ["LEARNERS", "Learner", "Predictor"]

@@ -1,0 +1,166 @@
+"""The ``fewshot-bench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from fewshot_bench.errors import FewshotBenchError
+
+
+def home() -> Path:
+    """``$FEWSHOT_BENCH_HOME``, default ``~/.cache/fewshot_bench``."""
+    return Path(os.environ.get("FEWSHOT_BENCH_HOME", Path.home() / ".cache" / "fewshot_bench"))
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("fewshot-bench", "tensorflow", "keras", "tensorflow-datasets", "scikit-learn", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _parse_gin(files: Sequence[str], params: Sequence[str]) -> str:
+    """Apply gin files and bindings; return their text (part of the run's config hash)."""
+    import gin
+
+    texts = []
+    for f in files:
+        path = Path(f)
+        if not path.exists():
+            from fewshot_bench.errors import ConfigError
+            raise ConfigError(f"--gin_file {f}: no such file (gin presets live in the repository's gin/ folder)")
+        texts.append(path.read_text())
+    gin.parse_config_files_and_bindings(list(files), list(params))
+    return "\n".join(texts + list(params))
+
+
+def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, backbone_name: str) -> int:
+    from fewshot_bench.backbones import BACKBONES
+    from fewshot_bench.evaluation.evaluator import evaluate
+    from fewshot_bench.evaluation.report import format_summary, summary_to_dict
+    from fewshot_bench.evaluation.results import ResultsDB, RunInfo
+    from fewshot_bench.learners import LEARNERS
+    from fewshot_bench.suites import SUITES
+
+    start = time.perf_counter()
+    config = _parse_gin(getattr(args, "gin_file", []) or [], getattr(args, "gin_param", []) or [])
+    LEARNERS.get(learner.split("(")[0])  # fail fast on an unknown name, before any work
+    suite = SUITES.create(suite_name, **_suite_options(args))
+    backbone = BACKBONES.create(backbone_name, **({"image_size": args.image_size} if args.image_size else {}))
+    image_size = backbone.image_size
+    run = RunInfo(suite.name, learner, backbone.id, f"{learner}\n{config}", args.seed, image_size)
+    results_path = Path(args.results) if args.results else home() / "results.sqlite"
+    db = ResultsDB(results_path)
+    summary = evaluate(suite, lambda: LEARNERS.create(learner, backbone=backbone, seed=args.seed), run, db,
+                       image_size=image_size, progress=not args.no_progress, partial=args.partial,
+                       versions=_versions())
+    title = (f"Suite {suite.name}  |  learner {learner}  |  backbone {backbone.id} at {image_size}px  |  "
+             f"seed {args.seed}")
+    print(format_summary(summary, title))
+    print(f"\nResults database: {results_path}   wall time: {time.perf_counter() - start:.1f} s")
+    if getattr(args, "summary", None):
+        Path(args.summary).write_text(json.dumps(summary_to_dict(summary), indent=2))
+    return 0 if summary.complete else 1
+
+
+def _suite_options(args: argparse.Namespace) -> dict:
+    options = {}
+    for name in ("data_dir", "records_root", "episodes"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    return options
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from data_prep.mini import default_mini_root, ensure_mini
+
+    start = time.perf_counter()
+    root = ensure_mini(default_mini_root(), seed=0)
+    print(f"mini suite ready in {root} ({time.perf_counter() - start:.1f} s)")
+    return run_evaluation(args, "mini", "linear_probe", "efficientnet_lite0")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    return run_evaluation(args, args.suite, args.learner, args.backbone)
+
+
+def cmd_list(registry_name: str):
+    def run(args: argparse.Namespace) -> int:
+        if registry_name == "learners":
+            from fewshot_bench.learners import LEARNERS as reg
+        elif registry_name == "backbones":
+            from fewshot_bench.backbones import BACKBONES as reg
+        else:
+            from fewshot_bench.suites import SUITES as reg
+        for name in reg.names():
+            print(name)
+        return 0
+    return run
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--results", help="results database (default $FEWSHOT_BENCH_HOME/results.sqlite)")
+    p.add_argument("--summary", help="also write the report as JSON to this path")
+    p.add_argument("--image_size", type=int, help="input size (default: the backbone's own)")
+    p.add_argument("--partial", action="store_true", help="report summary means even if tasks are missing")
+    p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--episodes", type=int, help="episodes per MD-style source (default: the suite's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fewshot-bench", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("quickstart", help="build the offline `mini` suite and evaluate the linear probe on it")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_quickstart)
+
+    p = sub.add_parser("evaluate", help="evaluate a learner on a suite")
+    p.add_argument("--suite", required=True)
+    p.add_argument("--learner", required=True)
+    p.add_argument("--backbone", required=True)
+    p.add_argument("--gin_file", action="append", default=[])
+    p.add_argument("--gin_param", action="append", default=[])
+    p.add_argument("--data_dir", help="TFDS data directory (VTAB)")
+    p.add_argument("--records_root", help="Meta-Dataset records root")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    for name in ("learners", "backbones", "suites"):
+        sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list(name))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_tensorflow()
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except FewshotBenchError as e:
+        print(f"fewshot-bench: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
