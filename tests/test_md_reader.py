@@ -1,0 +1,148 @@
+"""Reading Meta-Dataset records in the reference layout, episodes as Tasks, and bad inputs."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from fewshot_bench.datasets.meta_dataset import EpisodeConfig, SourceReader, md_source, parse_image_id
+from fewshot_bench.datasets.meta_dataset.episodes import EpisodeLayout, layout_fingerprint
+from fewshot_bench.datasets.meta_dataset.reader import decode_image, index_records
+from fewshot_bench.datasets.meta_dataset.writer import (encode_png, example_bytes, write_class,
+                                                        write_synthetic_source, write_tfrecords)
+from fewshot_bench.errors import ConfigError, DataError
+from fewshot_bench.tasks import EPISODES, fingerprint
+
+COUNTS = {0: 12, 1: 12, 2: 6, 3: 12, 4: 10, 5: 12, 6: 12, 7: 12, 8: 14}  # 2 train, 1 valid, 6 test
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("md_records")
+    write_synthetic_source(root / "toy", "toy", {"train": 2, "valid": 1, "test": 6}, COUNTS, image_size=8)
+    return root
+
+
+def copy_source(root, tmp_path):
+    shutil.copytree(root / "toy", tmp_path / "toy")
+    return tmp_path
+
+
+def test_index_matches_tfrecord_dataset(root):
+    import tensorflow as tf
+
+    path = root / "toy" / "4.tfrecords"
+    offsets, lengths = index_records(path)
+    assert len(offsets) == 10
+    expected = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    assert SourceReader(root / "toy").read_raw(4, range(10)) == expected
+
+
+def test_read_images_returns_the_requested_records(root):
+    images = SourceReader(root / "toy").read_images(5, [3, 0, 11], image_size=5)
+    assert images.shape == (3, 5, 5, 3) and images.dtype == np.float32
+    np.testing.assert_allclose(images[:, 0, 0], [[5 / 255, 3 / 255, 7 / 255], [5 / 255, 0, 7 / 255],
+                                                 [5 / 255, 11 / 255, 7 / 255]], atol=1e-6)
+
+
+def test_decode_is_bilinear_with_aligned_corners_and_tiles_grayscale():
+    gray = encode_png(np.array([[0, 255], [255, 0]], np.uint8))
+    image = decode_image(gray, 3, "test")
+    # corners kept; edge midpoints and centre are averages: 127.5 / 255 = 0.5
+    expected = np.array([[0, 0.5, 1], [0.5, 0.5, 0.5], [1, 0.5, 0]], np.float32)
+    for channel in range(3):
+        np.testing.assert_allclose(image[..., channel], expected, atol=1e-6)
+
+
+def test_md_source_builds_episode_tasks(root):
+    source = md_source(root, "toy", num_episodes=4, suite="md-test", query_batch_size=7)
+    assert (source.name, source.scoring, source.benchmark, source.num_tasks) == ("toy", EPISODES, "md", 4)
+    task = source.build(2, 11, 6)
+    assert task.task_id == "2" and task.seed == 11 and task.suite == "md-test" and task.validation is None
+    assert task.support.images.shape[1:] == (6, 6, 3)
+    labels = task.support.labels
+    assert sorted(set(labels.tolist())) == list(range(task.num_classes)) and 5 <= task.num_classes <= 6
+    batches = list(task.query)
+    assert all(len(b) <= 7 for b in batches) and sum(len(b) for b in batches) == task.query.size
+    query_ids = [i for b in batches for i in b.ids]
+    all_ids = list(task.support.ids) + query_ids
+    assert len(set(all_ids)) == len(all_ids), "an image appears twice in one episode"
+    # every image's pixels are the record its id names, and every label maps to one class
+    class_of_label = {}
+    for part in [task.support] + batches:
+        for image, label, image_id in zip(part.images, part.labels, part.ids):
+            name, class_id, record = parse_image_id(image_id)
+            assert name == "toy" and class_id in range(3, 9)
+            np.testing.assert_allclose(image[0, 0, :2] * 255, [class_id, record], atol=1e-3)
+            assert class_of_label.setdefault(int(label), class_id) == class_id
+    assert len(set(class_of_label.values())) == task.num_classes
+    again = source.build(2, 11, 6)
+    assert fingerprint(task.support, task.query) == fingerprint(again.support, again.query)
+    other = source.build(3, 11, 6)
+    assert fingerprint(task.support, task.query) != fingerprint(other.support, other.query)
+
+
+def test_reader_indexes_only_the_classes_an_episode_uses(root):
+    from fewshot_bench.datasets.meta_dataset.episodes import layout_task
+    from fewshot_bench.datasets.meta_dataset.sampler import EpisodeSampler
+
+    reader = SourceReader(root / "toy")
+    episode = EpisodeSampler(reader.spec, "test", EpisodeConfig.fixed(5, 1, 2)).episode(0, 0)
+    layout = EpisodeLayout.of(episode)
+    task = layout_task(reader, "toy", layout, 5, image_size=4, task_id="0", seed=0, suite="s", group="g",
+                       query_batch_size=100)
+    assert reader.indexed_classes == 5
+    assert layout_fingerprint("toy", layout) == fingerprint(task.support, task.query)
+
+
+def test_fixed_way_shot_source_too_small(root):
+    source = md_source(root, "toy", episode_config=EpisodeConfig.fixed(5, 5, 15))
+    with pytest.raises(ConfigError, match="source 'toy', split test: classes 3 .* min_examples_in_class=20"):
+        source.build(0, 0, 8)
+    with pytest.raises(ConfigError, match="has 1 usable classes"):
+        md_source(root, "toy", split="valid", episode_config=EpisodeConfig.fixed(5, 1, 1)).build(0, 0, 8)
+
+
+def test_missing_class_file(root, tmp_path):
+    root = copy_source(root, tmp_path)
+    (root / "toy" / "4.tfrecords").unlink()
+    reader = SourceReader(root / "toy")
+    with pytest.raises(DataError, match=r"source 'toy' class 4 \(.*4.tfrecords\): the class file is missing"):
+        reader.read_images(4, [0], 8)
+
+
+def test_truncated_file(root, tmp_path):
+    root = copy_source(root, tmp_path)
+    path = root / "toy" / "5.tfrecords"
+    path.write_bytes(path.read_bytes()[:-30])
+    with pytest.raises(DataError, match=r"source 'toy' class 5: .*5.tfrecords is truncated: record 11"):
+        SourceReader(root / "toy").read_images(5, [0], 8)
+
+
+def test_spec_count_disagrees_with_records(root, tmp_path):
+    root = copy_source(root, tmp_path)
+    write_class(root / "toy", 6, [encode_png(np.zeros((4, 4), np.uint8))] * 3)
+    with pytest.raises(DataError, match=r"class 6 .* holds 3 records but the spec .* says 12"):
+        SourceReader(root / "toy").read_images(6, [0], 8)
+
+
+def test_image_that_fails_to_decode_and_corrupt_record(root, tmp_path):
+    root = copy_source(root, tmp_path)
+    records = [example_bytes(encode_png(np.zeros((4, 4), np.uint8)), 7) for _ in range(11)]
+    write_tfrecords(root / "toy" / "7.tfrecords", records + [example_bytes(b"not an image", 7)])
+    reader = SourceReader(root / "toy")
+    assert reader.read_images(7, [0, 10], 4).shape == (2, 4, 4, 3)
+    with pytest.raises(DataError, match=r"class 7 \(.*7.tfrecords\) record 11: the image does not decode"):
+        reader.read_images(7, [11], 4)
+    write_tfrecords(root / "toy" / "8.tfrecords", [b"\xff\x00garbage"] * 14)
+    with pytest.raises(DataError, match=r"class 8 \(.*8.tfrecords\) record 0 is not a tf.train.Example"):
+        SourceReader(root / "toy").read_images(8, [0], 4)
+
+
+def test_label_that_is_not_the_class(root, tmp_path):
+    root = copy_source(root, tmp_path)
+    write_tfrecords(root / "toy" / "3.tfrecords", [example_bytes(encode_png(np.zeros((4, 4), np.uint8)), 4)] * 12)
+    with pytest.raises(DataError, match="record 0 has label 4, not its class id 3"):
+        SourceReader(root / "toy").read_images(3, [0], 4)
