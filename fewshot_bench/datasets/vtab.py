@@ -20,10 +20,13 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+import gin
 import numpy as np
 
+from fewshot_bench.datasets import vtab_labels as labels
 from fewshot_bench.errors import ConfigError, DataError
-from fewshot_bench.tasks import POOLED, Examples, QueryStream, Task, TaskSource, ValidationSplit
+from fewshot_bench.registry import Registry
+from fewshot_bench.tasks import POOLED, Examples, QueryStream, Suite, Task, TaskSource, ValidationSplit
 
 SUPPORT_BATCH_SIZE = 256
 
@@ -266,3 +269,186 @@ def vtab_source(spec: VtabTaskSpec, *, data_dir: str | Path | None, suite: str =
 
     return TaskSource(name=spec.name, group=spec.group, scoring=POOLED, num_tasks=1, build=build,
                       benchmark="vtab")
+
+
+# ---------------------------------------------------------------------------
+# The VTAB-1k tasks: split tables and label rules (Zhai et al. 2019; the
+# numbers follow google-research/task_adaptation). Names with arguments
+# resolve through VTAB_TASKS, e.g. VTAB_TASKS.create("clevr(task='count_all')").
+
+NATURAL, SPECIALIZED, STRUCTURED = "natural", "specialized", "structured"
+TRAIN800 = "train[:800]"
+
+VTAB_TASKS: Registry[VtabTaskSpec] = Registry("VTAB task")
+
+
+def _spec(name: str, group: str, tfds_name: str, num_classes: int, val200: str, test: str,
+          **options: Any) -> VtabTaskSpec:
+    return VtabTaskSpec(name, group, tfds_name, num_classes, TRAIN800, val200, test, **options)
+
+
+def _choice(task: str, option: str, value: Any, valid: Any) -> None:
+    if value not in valid:
+        raise ConfigError(f"VTAB task {task!r}: {option}={value!r} is not supported; "
+                          f"choose one of {sorted(valid)}")
+
+
+@VTAB_TASKS.register("caltech101")
+def caltech101() -> VtabTaskSpec:
+    return _spec("caltech101", NATURAL, "caltech101:3.*.*", 102, "train[2754:2954]", "test")
+
+
+@VTAB_TASKS.register("cifar")
+def cifar(num_classes: int = 100) -> VtabTaskSpec:
+    _choice("cifar", "num_classes", num_classes, (10, 100))
+    return _spec(f"cifar(num_classes={num_classes})", NATURAL, f"cifar{num_classes}:3.*.*", num_classes,
+                 "train[45000:45200]", "test")
+
+
+@VTAB_TASKS.register("dtd")
+def dtd() -> VtabTaskSpec:
+    return _spec("dtd", NATURAL, "dtd:3.*.*", 47, "validation[:200]", "test")
+
+
+@VTAB_TASKS.register("oxford_flowers102")
+def oxford_flowers102() -> VtabTaskSpec:
+    return _spec("oxford_flowers102", NATURAL, "oxford_flowers102:2.*.*", 102, "validation[:200]", "test")
+
+
+@VTAB_TASKS.register("oxford_iiit_pet")
+def oxford_iiit_pet() -> VtabTaskSpec:
+    # VTAB used 3.*.*; TFDS 4.9 can only prepare 4.0.0 (same 3680/3669 split,
+    # corrupt images fixed, head boxes added), so this table names 4.*.*.
+    return _spec("oxford_iiit_pet", NATURAL, "oxford_iiit_pet:4.*.*", 37, "train[2944:3144]", "test")
+
+
+@VTAB_TASKS.register("svhn")
+def svhn() -> VtabTaskSpec:
+    return _spec("svhn", NATURAL, "svhn_cropped:3.*.*", 10, "train[65931:66131]", "test")
+
+
+@VTAB_TASKS.register("sun397")
+def sun397() -> VtabTaskSpec:
+    return _spec("sun397", NATURAL, "sun397/tfds:4.*.*", 397, "validation[:200]", "test")
+
+
+@VTAB_TASKS.register("patch_camelyon")
+def patch_camelyon() -> VtabTaskSpec:
+    return _spec("patch_camelyon", SPECIALIZED, "patch_camelyon:2.*.*", 2, "validation[:200]", "test")
+
+
+@VTAB_TASKS.register("eurosat")
+def eurosat() -> VtabTaskSpec:
+    return _spec("eurosat", SPECIALIZED, "eurosat/rgb:2.*.*", 10, "train[16200:16400]", "train[21600:]")
+
+
+@VTAB_TASKS.register("resisc45")
+def resisc45() -> VtabTaskSpec:
+    return _spec("resisc45", SPECIALIZED, "resisc45:3.*.*", 45, "train[18900:19100]", "train[25200:]")
+
+
+@VTAB_TASKS.register("diabetic_retinopathy")
+def diabetic_retinopathy(config: str = "btgraham-300") -> VtabTaskSpec:
+    _choice("diabetic_retinopathy", "config", config, ("original", "1M", "250K", "btgraham-300"))
+    return _spec(f"diabetic_retinopathy(config={config!r})", SPECIALIZED,
+                 f"diabetic_retinopathy_detection/{config}:3.*.*", 5, "validation[:200]", "test")
+
+
+_CLEVR_TASKS = {"count_all": (8, labels.clevr_count_all),
+                "closest_object_distance": (6, labels.clevr_closest_object_distance)}
+
+
+@VTAB_TASKS.register("clevr")
+def clevr(task: str = "count_all") -> VtabTaskSpec:
+    _choice("clevr", "task", task, _CLEVR_TASKS)
+    num_classes, label_fn = _CLEVR_TASKS[task]
+    return _spec(f"clevr(task={task!r})", STRUCTURED, "clevr:3.*.*", num_classes, "train[63000:63200]",
+                 "validation", label_fn=label_fn)
+
+
+@VTAB_TASKS.register("dmlab")
+def dmlab() -> VtabTaskSpec:
+    return _spec("dmlab", STRUCTURED, "dmlab:2.0.1", 6, "validation[:200]", "test")
+
+
+@VTAB_TASKS.register("kitti")
+def kitti(task: str = "closest_vehicle_distance") -> VtabTaskSpec:
+    _choice("kitti", "task", task, ("closest_vehicle_distance",))
+    return _spec(f"kitti(task={task!r})", STRUCTURED, "kitti:3.1.0", 4, "validation[:200]", "test",
+                 label_fn=labels.kitti_closest_vehicle_distance)
+
+
+@VTAB_TASKS.register("dsprites")
+def dsprites(predicted_attribute: str = "label_x_position", num_classes: Optional[int] = None) -> VtabTaskSpec:
+    _choice("dsprites", "predicted_attribute", predicted_attribute, labels.DSPRITES_CLASSES)
+    original = labels.DSPRITES_CLASSES[predicted_attribute]
+    num_classes = original if num_classes is None else num_classes
+    _choice("dsprites", "num_classes", num_classes, range(2, original + 1))
+    name = f"dsprites(predicted_attribute={predicted_attribute!r}, num_classes={num_classes})"
+    # dSprites images are binary masks (pixel values 0 and 1).
+    return _spec(name, STRUCTURED, "dsprites:2.*.*", num_classes, "train[589824:590024]", "train[663552:]",
+                 label_fn=labels.binned_attribute(predicted_attribute, original, num_classes),
+                 image_max_value=1.0)
+
+
+@VTAB_TASKS.register("smallnorb")
+def smallnorb(predicted_attribute: str = "label_azimuth") -> VtabTaskSpec:
+    _choice("smallnorb", "predicted_attribute", predicted_attribute, labels.SMALLNORB_CLASSES)
+    return _spec(f"smallnorb(predicted_attribute={predicted_attribute!r})", STRUCTURED, "smallnorb:2.*.*",
+                 labels.SMALLNORB_CLASSES[predicted_attribute], "test[:200]", "test[50%:]",
+                 label_fn=labels.attribute(predicted_attribute))
+
+
+VTAB_1K_TASKS = (
+    "caltech101", "cifar(num_classes=100)", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397",
+    "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy(config='btgraham-300')",
+    "clevr(task='count_all')", "clevr(task='closest_object_distance')", "dmlab",
+    "kitti(task='closest_vehicle_distance')",
+    "dsprites(predicted_attribute='label_x_position', num_classes=16)",
+    "dsprites(predicted_attribute='label_orientation', num_classes=16)",
+    "smallnorb(predicted_attribute='label_azimuth')", "smallnorb(predicted_attribute='label_elevation')",
+)
+# VTAB-v2, the VTAB half of VTAB+MD (Dumoulin et al. 2021): VTAB-1k without dtd, which belongs to MD.
+VTAB_V2_TASKS = tuple(t for t in VTAB_1K_TASKS if t != "dtd")
+SUITE_TASKS = {"vtab-1k": VTAB_1K_TASKS, "vtab-v2": VTAB_V2_TASKS}
+SUITE_DESCRIPTIONS = {
+    "vtab-1k": "VTAB-1k (Zhai et al. 2019): 19 tasks, 1000 training examples each; "
+               "score = mean accuracy over tasks, with natural/specialized/structured group means",
+    "vtab-v2": "VTAB-v2, the VTAB half of VTAB+MD (Dumoulin et al. 2021): VTAB-1k without dtd (18 tasks)",
+}
+
+
+def vtab_spec(name: str) -> VtabTaskSpec:
+    """The spec of a VTAB task name such as ``"clevr(task='count_all')"``."""
+    return VTAB_TASKS.create(name)
+
+
+def suite_specs(suite_name: str) -> list[VtabTaskSpec]:
+    """The task specs of ``"vtab-1k"`` or ``"vtab-v2"``, in suite order."""
+    if suite_name not in SUITE_TASKS:
+        raise ConfigError(f"unknown VTAB suite {suite_name!r}; choose one of {sorted(SUITE_TASKS)}")
+    return [vtab_spec(name) for name in SUITE_TASKS[suite_name]]
+
+
+@gin.configurable
+def vtab_suite(name: str, data_dir: str | Path | None = None, *, query_batch_size: int = 500) -> Suite:
+    """The VTAB-1k or VTAB-v2 :class:`Suite` over TFDS data in ``data_dir``.
+
+    Each task is one pooled-accuracy source; the evaluator's summary gives the
+    task-weighted mean and the natural/specialized/structured group means.
+    """
+    sources = tuple(vtab_source(spec, data_dir=data_dir, suite=name, query_batch_size=query_batch_size)
+                    for spec in suite_specs(name))
+    return Suite(name=name, sources=sources, description=SUITE_DESCRIPTIONS[name])
+
+
+def task_record(spec: VtabTaskSpec) -> dict[str, Any]:
+    """The JSON object of ``fewshot-bench tasks``: name, group, tfds_name, num_classes and slices."""
+    return {"name": spec.name, "group": spec.group, "tfds_name": spec.tfds_name,
+            "num_classes": spec.num_classes, "train800": spec.train800, "val200": spec.val200,
+            "test": spec.test}
+
+
+def list_tasks(suite_name: str) -> list[dict[str, Any]]:
+    """One :func:`task_record` per task of ``"vtab-1k"`` or ``"vtab-v2"``."""
+    return [task_record(spec) for spec in suite_specs(suite_name)]
