@@ -141,13 +141,17 @@ class SourceReader:
         """The serialized records ``records`` (indices within the class file), in that order."""
         offsets, lengths = self.class_index(class_id)
         out = []
-        with open(self.class_file(class_id), "rb") as f:
-            for r in records:
-                f.seek(int(offsets[r]))
-                data = f.read(int(lengths[r]))
-                if len(data) != lengths[r]:
-                    raise DataError(f"{self.where(class_id, r)} is truncated; copy or convert the file again")
-                out.append(data)
+        try:
+            with open(self.class_file(class_id), "rb") as f:
+                for r in records:
+                    f.seek(int(offsets[r]))
+                    data = f.read(int(lengths[r]))
+                    if len(data) != lengths[r]:
+                        raise DataError(f"{self.where(class_id, r)} is truncated; copy or convert the file again")
+                    out.append(data)
+        except OSError as e:
+            raise DataError(f"{self.where(class_id)} cannot be read ({e}); check that the records are "
+                            f"still in place and readable") from e
         return out
 
     def read_images(self, class_id: int, records: Sequence[int], image_size: int) -> np.ndarray:
