@@ -44,8 +44,11 @@ class FakeTfds:
     def read(self, builder, split, decoders=None, read_config=None, shuffle_files=False, **_):
         assert shuffle_files is False, "VTAB slices must be read in order"
         self.calls.append((builder.name, str(split)))
+        count = self.num_examples
+        if builder.info.splits:  # prepared metadata: TFDS resolves (and bounds-checks) the slice
+            count = min(count, builder.info.splits[split].num_examples)
         features = builder.info.features
-        generated = mocking.RandomFakeGenerator(features, self.num_examples, seed=len(self.calls))
+        generated = mocking.RandomFakeGenerator(features, count, seed=len(self.calls))
         examples = [self.fixup(builder.name, i, ex) if self.fixup else ex for i, ex in enumerate(generated)]
         info = features.get_tensor_info()
         return tf.data.Dataset.from_generator(
@@ -66,6 +69,21 @@ def make_data_dir(root: Path, specs) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "dataset_info.json").write_text(json.dumps({"name": dataset, "version": version}))
     return root
+
+
+def write_prepared(root: Path, tfds_name: str, sizes: dict[str, int]) -> Path:
+    """Write the metadata TFDS leaves in a prepared dataset folder (no records), with these split sizes."""
+    builder = tfds.builder(tfds_name, data_dir=str(root))
+    template = tfds.core.ShardedFileTemplate(data_dir=builder.data_path, dataset_name=builder.name,
+                                             template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+                                             filetype_suffix="tfrecord")
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0,
+                            filename_template=template.replace(split=name))
+        for name, n in sizes.items()]))
+    Path(builder.data_dir).mkdir(parents=True, exist_ok=True)
+    builder.info.write_to_directory(builder.data_dir)
+    return Path(builder.data_dir)
 
 
 CALTECH = VtabTaskSpec("caltech101", "natural", "caltech101:3.*.*", 102,
@@ -246,3 +264,22 @@ def test_vtab_source(tmp_path):
     assert (task.suite, task.seed, task.support.images.shape) == ("vtab-v2", 7, (8, 8, 8, 3))
     with pytest.raises(ConfigError, match="index 1"):
         source.build(1, 0, 8)
+
+
+def test_known_split_sizes_give_absolute_ids_and_query_size(tmp_path):
+    write_prepared(tmp_path, "smallnorb:2.*.*", {"train": 24300, "test": 24300})
+    fake = FakeTfds(num_examples=3, fixup=lambda name, i, ex: {**ex, "label_azimuth": np.int64(i)})
+    with tfds.testing.mock_data(data_dir=str(tmp_path), as_dataset_fn=lambda b, **kw: fake.read(b, **kw)):
+        task = vtab.vtab_task(NORB, data_dir=tmp_path, image_size=8)
+        query = list(task.query)
+    assert task.query.size == 12150
+    assert query[0].ids == ("smallnorb/test/12150", "smallnorb/test/12151", "smallnorb/test/12152")
+    assert task.support.ids[3:] == ("smallnorb/test/0", "smallnorb/test/1", "smallnorb/test/2")
+
+
+def test_slice_beyond_the_split_is_a_data_error(tmp_path):
+    write_prepared(tmp_path, "caltech101:3.*.*", {"train": 2000, "test": 6084})   # val200 needs 2954
+    fake = FakeTfds(num_examples=3, fixup=label_mod(102))
+    with tfds.testing.mock_data(data_dir=str(tmp_path), as_dataset_fn=lambda b, **kw: fake.read(b, **kw)), \
+            pytest.raises(DataError, match=r"train\[2754:2954\].*2000"):
+        vtab.vtab_task(CALTECH, data_dir=tmp_path, image_size=8)
