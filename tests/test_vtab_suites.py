@@ -226,3 +226,21 @@ def test_task_names_are_canonical_registry_names():
         vtab.vtab_spec("dsprites(predicted_attribute='label_x_position', num_classes=64)")
     with pytest.raises(ConfigError, match="Did you mean 'caltech101'"):
         vtab.vtab_spec("caltech102")
+
+
+@pytest.mark.parametrize("gin_file", ["gin/suites/vtab_1k.gin", "gin/suites/vtab_v2.gin"])
+def test_gin_presets_bind_the_suite(gin_file, data_dir, monkeypatch):
+    import gin
+
+    repo = __import__("pathlib").Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)                      # gin resolves includes from the repository root
+    assert (repo / gin_file).read_text().startswith("# Used by:  fewshot-bench evaluate --suite vtab-")
+    try:
+        gin.parse_config_files_and_bindings([gin_file], ["VTAB_QUERY_BATCH_SIZE = 7"])
+        suite = vtab.vtab_suite("vtab-v2", data_dir)
+    finally:
+        gin.clear_config()
+    fake = FakeTfds(num_examples=N, fixup=fixup)
+    with tfds.testing.mock_data(data_dir=str(data_dir), as_dataset_fn=lambda b, **kw: fake.read(b, **kw)):
+        task = suite.task(suite.sources[0], 0, seed=0, image_size=4)
+        assert [len(chunk) for chunk in task.query] == [7, 1]
