@@ -283,3 +283,45 @@ def test_slice_beyond_the_split_is_a_data_error(tmp_path):
     with tfds.testing.mock_data(data_dir=str(tmp_path), as_dataset_fn=lambda b, **kw: fake.read(b, **kw)), \
             pytest.raises(DataError, match=r"train\[2754:2954\].*2000"):
         vtab.vtab_task(CALTECH, data_dir=tmp_path, image_size=8)
+
+
+class VtabToy(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A real (tiny) TFDS dataset: example i of split s has every pixel = base[s] + i and label i % 3."""
+
+    VERSION = tfds.core.Version("1.2.0")
+    BASE = {"train": 0, "test": 100}
+    SIZES = {"train": 20, "test": 6}
+
+    def _info(self):
+        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(5, 7, 1)), "label": tfds.features.ClassLabel(num_classes=3)}))
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in self.SIZES}
+
+    def _generate_examples(self, split):
+        for i in range(self.SIZES[split]):
+            yield i, {"image": np.full((5, 7, 1), self.BASE[split] + i, np.uint8), "label": i % 3}
+
+
+def test_real_tfds_reading_without_mock(tmp_path):
+    VtabToy(data_dir=str(tmp_path)).download_and_prepare()
+    stored = {split: [int(ex["image"][0, 0, 0]) for ex in tfds.as_numpy(
+        tfds.builder("vtab_toy:1.2.0", data_dir=str(tmp_path)).as_dataset(split=split, shuffle_files=False))]
+        for split in ("train", "test")}       # TFDS stores examples in its own (hashed) order
+    assert sorted(stored["train"]) == list(range(20))
+    spec = VtabTaskSpec("toy", "structured", "vtab_toy:1.*.*", 3, "train[:4]", "train[10:12]", "test[50%:]")
+    task = vtab.vtab_task(spec, data_dir=tmp_path, image_size=4, query_batch_size=2)
+    pixels = np.rint(task.support.images[:, 0, 0, 0] * 255).astype(int).tolist()
+    assert pixels == stored["train"][:4] + stored["train"][10:12]       # exactly the slices, in order
+    assert task.support.labels.tolist() == [p % 3 for p in pixels]
+    assert task.support.ids == ("vtab_toy/train/0", "vtab_toy/train/1", "vtab_toy/train/2", "vtab_toy/train/3",
+                                "vtab_toy/train/10", "vtab_toy/train/11")
+    chunks = list(task.query)
+    assert task.query.size == 3 and [len(c) for c in chunks] == [2, 1]
+    query_pixels = [np.rint(c.images[:, 0, 0, 0] * 255).astype(int).tolist() for c in chunks]
+    assert query_pixels == [stored["test"][3:5], stored["test"][5:]]
+    assert [c.labels.tolist() for c in chunks] == [[(p - 100) % 3 for p in q] for q in query_pixels]
+    assert [c.ids for c in chunks] == [("vtab_toy/test/3", "vtab_toy/test/4"), ("vtab_toy/test/5",)]
+    assert task.support.images.shape == (6, 4, 4, 3)
+    np.testing.assert_allclose(task.support.images[0], pixels[0] / 255, atol=1e-6)  # constant, tiled
