@@ -79,9 +79,11 @@ def decode_image(data: bytes, image_size: int, where: str) -> np.ndarray:
     except (tf.errors.OpError, ValueError) as e:
         raise DataError(f"{where}: the image does not decode ({str(e).splitlines()[0]}); "
                         f"re-encode it or convert the source again") from e
-    resized = tf.raw_ops.ResizeBilinear(images=pixels[None], size=[image_size, image_size],
+    if tuple(pixels.shape[:2]) == (image_size, image_size):  # resizing to the same size is the identity
+        return pixels.numpy().astype(np.float32) / np.float32(255.0)
+    resized = tf.raw_ops.ResizeBilinear(images=tf.expand_dims(pixels, 0), size=[image_size, image_size],
                                         align_corners=True, half_pixel_centers=False)
-    return (resized[0].numpy() / 255.0).astype(np.float32)
+    return resized.numpy()[0] / np.float32(255.0)
 
 
 class SourceReader:
