@@ -146,3 +146,58 @@ def test_label_that_is_not_the_class(root, tmp_path):
     write_tfrecords(root / "toy" / "3.tfrecords", [example_bytes(encode_png(np.zeros((4, 4), np.uint8)), 4)] * 12)
     with pytest.raises(DataError, match="record 0 has label 4, not its class id 3"):
         SourceReader(root / "toy").read_images(3, [0], 4)
+
+
+def write_json_spec(records_dir, data):
+    import json
+
+    records_dir.mkdir(parents=True, exist_ok=True)
+    (records_dir / "dataset_spec.json").write_text(json.dumps(data))
+
+
+def test_hierarchical_source_episodes_stay_under_one_node(tmp_path):
+    def node(wn, children):
+        return {"wn_id": wn, "words": wn, "children_ids": children, "parents_ids": []}
+
+    leaves = {"train": [f"a{i}" for i in range(5)], "valid": [f"b{i}" for i in range(5)],
+              "test": [f"t{i}" for i in range(7)]}
+    graphs = {"TRAIN": [node("ra", leaves["train"])] + [node(w, []) for w in leaves["train"]],
+              "VALID": [node("rb", leaves["valid"])] + [node(w, []) for w in leaves["valid"]],
+              # n1 spans t0..t4 (eligible), n2 spans t4..t6 (3 leaves: too few), the root all 7
+              "TEST": [node("rt", ["n1", "n2"]), node("n1", leaves["test"][:5]), node("n2", leaves["test"][4:])]
+                      + [node(w, []) for w in leaves["test"]]}
+    wn_ids = leaves["train"] + leaves["valid"] + leaves["test"]
+    counts = {split.upper(): {w: 4 for w in leaves[split]} for split in leaves}
+    write_json_spec(tmp_path / "tiny_imagenet", {
+        "name": "tiny_imagenet", "__class__": "HierarchicalDatasetSpecification", "split_subgraphs": graphs,
+        "images_per_class": counts, "class_names": {str(i): w for i, w in enumerate(wn_ids)},
+        "file_pattern": "{}.tfrecords"})
+    for class_id in range(10, 17):
+        write_class(tmp_path / "tiny_imagenet", class_id, [encode_png(np.full((4, 4), class_id, np.uint8))] * 4)
+    source = md_source(tmp_path, "tiny_imagenet")
+    seen = set()
+    for index in range(30):
+        task = source.build(index, 0, 4)
+        classes = {parse_image_id(i)[1] for i in task.support.ids}
+        assert classes in ({10, 11, 12, 13, 14}, set(range(10, 17))), classes
+        assert len(classes) == task.num_classes
+        seen.add(frozenset(classes))
+        assert task.support.images[0, 0, 0, 0] * 255 == pytest.approx(parse_image_id(task.support.ids[0])[1])
+    assert len(seen) == 2, "both eligible nodes are chosen"
+
+
+def test_bilevel_source_episodes_stay_in_one_superclass(tmp_path):
+    write_json_spec(tmp_path / "tiny_omniglot", {
+        "name": "tiny_omniglot", "__class__": "BiLevelDatasetSpecification",
+        "superclasses_per_split": {"TRAIN": 1, "VALID": 0, "TEST": 2},
+        "classes_per_superclass": {"0": 5, "1": 5, "2": 6},
+        "images_per_class": {str(c): 4 for c in range(16)}, "file_pattern": "{}.tfrecords"})
+    for class_id in range(5, 16):
+        write_class(tmp_path / "tiny_omniglot", class_id, [encode_png(np.zeros((4, 4), np.uint8))] * 4)
+    source = md_source(tmp_path, "tiny_omniglot")
+    alphabets = set()
+    for index in range(30):
+        classes = {parse_image_id(i)[1] for i in source.build(index, 0, 4).support.ids}
+        assert classes <= set(range(5, 10)) or classes <= set(range(10, 16)), classes
+        alphabets.add(min(classes) >= 10)
+    assert alphabets == {True, False}
