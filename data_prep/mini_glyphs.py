@@ -93,9 +93,13 @@ def render(char: str, font_file: str, rng: np.random.Generator, side: int = 28) 
     rows, cols = np.nonzero(ink)
     if len(rows) == 0:
         raise ValueError(f"font {font_file} renders no ink for {char!r} (U+{ord(char):04X})")
-    centre = ((cols.min() + cols.max()) / 2.0, (rows.min() + rows.max()) / 2.0)
-    rotated = canvas.rotate(angle, resample=Image.Resampling.BILINEAR, center=centre, fillcolor=255)
-    left = centre[0] - big / 2.0 - shift[0]
-    top = centre[1] - big / 2.0 - shift[1]
-    crop = rotated.crop((int(round(left)), int(round(top)), int(round(left)) + big, int(round(top)) + big))
-    return np.asarray(crop.resize((side, side), Image.Resampling.BOX), dtype=np.uint8)
+    cx, cy = (cols.min() + cols.max()) / 2.0, (rows.min() + rows.max()) / 2.0
+    # One affine map from output pixels back into the canvas: the ink centre
+    # lands at the (shifted) output centre, rotated by ``angle`` degrees.
+    ox, oy = big / 2.0 + shift[0], big / 2.0 + shift[1]
+    theta = -np.deg2rad(angle)
+    a, b, d, e = np.cos(theta), np.sin(theta), -np.sin(theta), np.cos(theta)
+    matrix = (a, b, cx - a * ox - b * oy, d, e, cy - d * ox - e * oy)
+    drawing = canvas.transform((big, big), Image.Transform.AFFINE, tuple(float(m) for m in matrix),
+                               resample=Image.Resampling.BILINEAR, fillcolor=255)
+    return np.asarray(drawing.resize((side, side), Image.Resampling.BOX), dtype=np.uint8)
