@@ -14,8 +14,8 @@ import importlib.util
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from fewshot_bench.datasets.vtab import (VtabTaskSpec, name_of, open_builder, prepared_versions,
-                                         resolve_data_dir, slice_range, slice_size, split_sizes,
+from fewshot_bench.datasets.vtab import (VtabTaskSpec, name_of, open_builder, overlapping_slices,
+                                         prepared_versions, resolve_data_dir, slice_size, split_sizes,
                                          split_tfds_name, suite_specs, version_matches)
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 
@@ -116,14 +116,8 @@ def split_problems(spec: VtabTaskSpec, sizes: dict[str, int]) -> list[str]:
             problems.append(f"{spec.name}: split {split!r} of {spec.tfds_name} has {found} examples, "
                             f"expected {expected}")
     roles = {"train800": spec.train800, "val200": spec.val200, "test": spec.test}
-    ranges = {role: slice_range(split, sizes.get(name_of(split))) for role, split in roles.items()}
-    order = list(roles)
-    for i, a in enumerate(order):
-        for b in order[i + 1:]:
-            (name_a, start_a, stop_a), (name_b, start_b, stop_b) = ranges[a], ranges[b]
-            if name_a == name_b and None not in (start_a, stop_a, start_b, stop_b) \
-                    and max(start_a, start_b) < min(stop_a, stop_b):
-                problems.append(f"{spec.name}: {a} {roles[a]!r} and {b} {roles[b]!r} overlap")
+    problems += [f"{spec.name}: {a} {roles[a]!r} and {b} {roles[b]!r} overlap"
+                 for a, b in overlapping_slices(spec, sizes)]
     return problems
 
 

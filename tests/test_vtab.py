@@ -135,6 +135,28 @@ def test_slice_size_and_bad_split():
         vtab.slice_range("train[1:2:3]", 10)
 
 
+def test_overlapping_slices():
+    spec = VtabTaskSpec("t", "natural", "x:1.*.*", 2, "train[:800]", "train[63000:63200]", "validation")
+    assert vtab.overlapping_slices(spec, {"train": 70000, "validation": 15000}) == []
+    leaky = VtabTaskSpec("t", "natural", "x:1.*.*", 2, "train[:800]", "train[700:900]", "train[850:]")
+    assert vtab.overlapping_slices(leaky, {"train": 1000}) == [("train800", "val200"), ("val200", "test")]
+    norb = VtabTaskSpec("t", "natural", "x:1.*.*", 2, "train[:800]", "test[:200]", "test[50%:]")
+    assert vtab.overlapping_slices(norb, {"train": 24300, "test": 24300}) == []
+    assert vtab.overlapping_slices(norb, {"train": 24300, "test": 300}) == [("val200", "test")]
+    assert vtab.overlapping_slices(norb, {}) == []           # unknown sizes: undecidable, skipped
+
+
+def test_overlapping_spec_is_refused(tmp_path):
+    leaky = VtabTaskSpec("leaky", "natural", "caltech101:3.*.*", 102, "train[:800]", "train[2754:2954]",
+                         "train[2900:]")
+    write_prepared(tmp_path, "caltech101:3.*.*", {"train": 3060, "test": 6084})
+    fake = FakeTfds(num_examples=3, fixup=label_mod(102))
+    with tfds.testing.mock_data(data_dir=str(tmp_path), as_dataset_fn=lambda b, **kw: fake.read(b, **kw)), \
+            pytest.raises(ConfigError, match="val200 and test slices overlap"):
+        vtab.vtab_task(leaky, data_dir=tmp_path, image_size=8)
+    assert fake.calls == []                                    # refused before reading anything
+
+
 def test_prepared_versions_needs_dataset_info(tmp_path):
     (tmp_path / "clevr" / "3.1.0").mkdir(parents=True)
     (tmp_path / "clevr" / "3.1.0" / "dataset_info.json").write_text("{}")
@@ -195,6 +217,7 @@ def test_vtab_task_support_validation_and_query(tmp_path):
     assert task.validation.train.ids == support.ids[:10]
     assert task.validation.val.ids == support.ids[10:]
     np.testing.assert_array_equal(task.validation.val.images, support.images[10:])
+    assert np.shares_memory(task.validation.train.images, support.images)   # views, not copies
     # query: streamed in chunks of 4, re-iterable, ids disjoint from the support
     assert [len(b) for b in batches] == [4, 4, 2]
     assert [b.ids for b in batches] == [b.ids for b in again]

@@ -122,6 +122,24 @@ def slice_size(split: str, num_examples: int) -> int:
     return max(0, stop - start)
 
 
+def overlapping_slices(spec: VtabTaskSpec, sizes: dict[str, int]) -> list[tuple[str, str]]:
+    """Pairs of roles among train800, val200 and test whose slices share examples.
+
+    VTAB rule: the three slices are disjoint, so the test split never reaches
+    the support set. Slices whose bounds depend on an unknown size are skipped.
+    """
+    roles = {"train800": spec.train800, "val200": spec.val200, "test": spec.test}
+    ranges = {role: slice_range(split, sizes.get(name_of(split))) for role, split in roles.items()}
+    pairs = []
+    for i, a in enumerate(roles):
+        for b in list(roles)[i + 1:]:
+            (name_a, start_a, stop_a), (name_b, start_b, stop_b) = ranges[a], ranges[b]
+            known = None not in (start_a, stop_a, start_b, stop_b)
+            if name_a == name_b and known and max(start_a, start_b) < min(stop_a, stop_b):
+                pairs.append((a, b))
+    return pairs
+
+
 # ---------------------------------------------------------------------------
 # Opening builders.
 
@@ -238,14 +256,25 @@ def vtab_task(spec: VtabTaskSpec, *, data_dir: str | Path | None, image_size: in
     if query_batch_size < 1:
         raise ConfigError(f"query_batch_size must be a positive integer, got {query_batch_size}")
     builder = open_builder(spec, data_dir, suite)
-    train800 = _load(builder, spec, spec.train800, image_size)
-    val200 = _load(builder, spec, spec.val200, image_size)
     sizes = split_sizes(builder)
+    overlaps = overlapping_slices(spec, sizes)
+    if overlaps:
+        a, b = overlaps[0]
+        raise ConfigError(f"task {spec.name!r}: its {a} and {b} slices overlap in {spec.tfds_name} "
+                          f"(train800={spec.train800!r}, val200={spec.val200!r}, test={spec.test!r}); "
+                          f"the three slices must be disjoint")
+    train800 = _load(builder, spec, spec.train800, image_size)
+    support = Examples.concat([train800, _load(builder, spec, spec.val200, image_size)])
+    n = len(train800)
+    del train800
+    # train800 -> val200 as views of the support arrays (no second copy of the images)
+    validation = ValidationSplit(train=Examples(support.images[:n], support.labels[:n], support.ids[:n]),
+                                 val=Examples(support.images[n:], support.labels[n:], support.ids[n:]))
     test_size = slice_size(spec.test, sizes[name_of(spec.test)]) if name_of(spec.test) in sizes else None
     query = QueryStream(lambda: read_split(builder, spec, spec.test, image_size, query_batch_size),
                         size=test_size)
     return Task(
-        support=Examples.concat([train800, val200]),
+        support=support,
         query=query,
         num_classes=spec.num_classes,
         suite=suite,
@@ -253,7 +282,7 @@ def vtab_task(spec: VtabTaskSpec, *, data_dir: str | Path | None, image_size: in
         source=spec.name,
         task_id=spec.name,
         seed=seed,
-        validation=ValidationSplit(train=train800, val=val200),
+        validation=validation,
     )
 
 
