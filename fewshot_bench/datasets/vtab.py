@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import gin
-import numpy as np
 
 from fewshot_bench.datasets import vtab_labels as labels
 from fewshot_bench.errors import ConfigError, DataError
@@ -232,15 +231,15 @@ def read_split(builder: Any, spec: VtabTaskSpec, split: str, image_size: int,
     ds = ds.batch(batch_size).prefetch(1)
     example_id = _example_ids(spec, split, split_sizes(builder))
     offset = 0
-    for images, labels in ds.as_numpy_iterator():
-        bad = (labels < 0) | (labels >= spec.num_classes)
+    for images, batch_labels in ds.as_numpy_iterator():
+        bad = (batch_labels < 0) | (batch_labels >= spec.num_classes)
         if bad.any():
             raise DataError(f"task {spec.name!r}: split {split!r} of {spec.tfds_name!r} gives label "
-                            f"{int(labels[bad][0])}, outside 0..{spec.num_classes - 1}; check the "
+                            f"{int(batch_labels[bad][0])}, outside 0..{spec.num_classes - 1}; check the "
                             f"task's label rule and the prepared data")
-        ids = tuple(example_id(offset + i) for i in range(len(labels)))
-        offset += len(labels)
-        yield Examples(images, labels, ids)
+        ids = tuple(example_id(offset + i) for i in range(len(batch_labels)))
+        offset += len(batch_labels)
+        yield Examples(images, batch_labels, ids)
 
 
 def _load(builder: Any, spec: VtabTaskSpec, split: str, image_size: int) -> Examples:
