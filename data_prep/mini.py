@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import operator
 import os
 import shutil
 import tempfile
@@ -31,9 +32,9 @@ from pathlib import Path
 
 from data_prep import md_records, mini_glyphs, mini_images
 from data_prep.mini_tfds import BUILDERS, prepare_all
-from fewshot_bench.errors import ConfigError, DataError
+from fewshot_bench.errors import ConfigError, DataError, FewshotBenchError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("data_prep.mini")  # also when run as __main__
 
 BUILDER_VERSION = "1.0.0"
 MANIFEST = "MANIFEST.json"
@@ -48,18 +49,24 @@ class TfdsDataset:
 
     name: str                    # TFDS builder name
     splits: dict[str, int]       # split name -> number of examples
-    image_shape: tuple[int, int, int]
-    pixel_max: int               # 255, or 1 for mini_dsprites (multiply by 255 like VTAB does)
+    image_shape: tuple[int, int, int]  # 1 channel: grayscale, the reader tiles it to 3
+    pixel_max: int               # 255, or 1 for mini_dsprites (multiply by 255 as VTAB does)
 
 
 @dataclasses.dataclass(frozen=True)
 class VtabTask:
-    """A VTAB-style task formed from a mini dataset (labels derived by the reader)."""
+    """A VTAB-style task formed from a mini dataset.
+
+    The label is feature ``label_key`` (``label_classes`` values) binned into
+    ``num_classes`` classes as VTAB does: ``floor(label / (label_classes / num_classes))``
+    (the identity when both are equal).
+    """
 
     name: str
     dataset: str
     group: str                   # natural / specialized / structured
     label_key: str
+    label_classes: int
     num_classes: int
 
 
@@ -74,19 +81,18 @@ class MdSource:
 
 
 TFDS_DATASETS: dict[str, TfdsDataset] = {
-    b.name: TfdsDataset(b.name, dict(b.SPLIT_SIZES),
-                        (b.SIDE, b.SIDE, 3 if b.name in ("mini_textures", "mini_histology") else 1),
-                        1 if b.name == "mini_dsprites" else 255)
+    b.name: TfdsDataset(b.name, dict(b.SPLIT_SIZES), (b.SIDE, b.SIDE, b.CHANNELS), b.PIXEL_MAX)
     for b in BUILDERS
 }
 
-# dsprites labels follow VTAB: x position 32 -> 16 bins, orientation 40 -> 16 bins.
+_TEXTURES = len(mini_images.TEXTURES)
 VTAB_TASKS: tuple[VtabTask, ...] = (
-    VtabTask("mini_digits", "mini_digits", "natural", "label", 10),
-    VtabTask("mini_textures", "mini_textures", "natural", "label", len(mini_images.TEXTURES)),
-    VtabTask("mini_histology", "mini_histology", "specialized", "label", 2),
-    VtabTask("mini_dsprites_location", "mini_dsprites", "structured", "label_x_position", 16),
-    VtabTask("mini_dsprites_orientation", "mini_dsprites", "structured", "label_orientation", 16),
+    VtabTask("mini_digits", "mini_digits", "natural", "label", 10, 10),
+    VtabTask("mini_textures", "mini_textures", "natural", "label", _TEXTURES, _TEXTURES),
+    VtabTask("mini_histology", "mini_histology", "specialized", "label", 2, 2),
+    # VTAB's dsprites tasks: x position 32 -> 16 bins, orientation 40 -> 16 bins.
+    VtabTask("mini_dsprites_location", "mini_dsprites", "structured", "label_x_position", 32, 16),
+    VtabTask("mini_dsprites_orientation", "mini_dsprites", "structured", "label_orientation", 40, 16),
 )
 
 FONTS_SIDE, FONTS_IMAGES = 28, 20
@@ -102,7 +108,7 @@ MD_SOURCES: dict[str, MdSource] = {
 def default_mini_root() -> Path:
     """``$FEWSHOT_BENCH_HOME/mini`` if that variable is set, else ``~/.cache/fewshot_bench/mini``."""
     home = os.environ.get("FEWSHOT_BENCH_HOME")
-    return Path(home) / "mini" if home else Path.home() / ".cache" / "fewshot_bench" / "mini"
+    return Path(home).expanduser() / "mini" if home else Path.home() / ".cache" / "fewshot_bench" / "mini"
 
 
 def _rebuild_hint(root: Path, seed: int) -> str:
@@ -173,9 +179,10 @@ def _write_manifest(root: Path, seed: int) -> None:
 def read_manifest(root: str | Path) -> dict | None:
     """The manifest of a mini build, or None when it is missing or unreadable."""
     try:
-        return json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
+        manifest = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 # ---------------------------------------------------------------- public API
@@ -194,19 +201,26 @@ def build_mini(root: str | Path, seed: int = 0, force: bool = False) -> Path:
     place, so ``root`` never holds a half-written suite.
     """
     root = Path(root).expanduser().absolute()
-    if not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"build_mini: seed must be a non-negative integer, got {seed!r}")
+    seed = _check_seed(seed)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root} is a file, not a directory: choose another root for the mini suite")
     if root.exists() and any(root.iterdir()):
         manifest = read_manifest(root)
         same = manifest is not None and manifest.get("seed") == seed \
             and manifest.get("builder_version") == BUILDER_VERSION
         if not force:
-            if same and not verify_mini(root):
-                return root
-            raise DataError(f"{root} already holds a different or damaged mini build "
-                            f"(seed/version in {root / MANIFEST}: "
-                            f"{None if manifest is None else (manifest.get('seed'), manifest.get('builder_version'))}); "
-                            f"{_rebuild_hint(root, seed)} or call ensure_mini({str(root)!r}, seed={seed})")
+            if same:
+                problems = verify_mini(root)
+                if not problems:
+                    return root
+                holds = f"a damaged mini build ({problems[0]})"
+            elif manifest is None:
+                holds = f"no mini build ({root / MANIFEST} is missing or unreadable)"
+            else:
+                holds = (f"the mini build with seed {manifest.get('seed')}, "
+                         f"builder version {manifest.get('builder_version')}")
+            raise DataError(f"{root} holds {holds}; {_rebuild_hint(root, seed)} "
+                            f"or call ensure_mini({str(root)!r}, seed={seed})")
         if not _replaceable(root):
             raise DataError(f"{root} is not empty and does not look like a mini build "
                             f"(expected only {sorted(_TOP_LEVEL)}); refusing to replace it: "
@@ -222,7 +236,7 @@ def build_mini(root: str | Path, seed: int = 0, force: bool = False) -> Path:
             source_dir.mkdir(parents=True)
             build(source_dir, seed)
         _write_manifest(staging, seed)
-        _swap_into_place(staging, root)
+        _swap_into_place(staging, root, seed)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
@@ -230,14 +244,34 @@ def build_mini(root: str | Path, seed: int = 0, force: bool = False) -> Path:
     return root
 
 
-def _swap_into_place(staging: Path, root: Path) -> None:
-    if root.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-        os.replace(root, retired / root.name)
+def _check_seed(seed: object) -> int:
+    try:
+        value = operator.index(seed)  # type: ignore[arg-type]
+    except TypeError:
+        value = -1
+    if value < 0 or isinstance(seed, bool):
+        raise ConfigError(f"mini suite: seed must be a non-negative integer, got {seed!r}")
+    return value
+
+
+def _swap_into_place(staging: Path, root: Path, seed: int) -> None:
+    """Rename ``staging`` to ``root``, retiring an old build first.
+
+    If another process puts an intact build at ``root`` in between (two
+    ``ensure_mini`` calls racing), that build is kept and ours discarded.
+    """
+    retired = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+    try:
+        if root.exists():
+            os.replace(root, retired / root.name)
         os.replace(staging, root)
+    except OSError as e:
+        if not verify_mini(root):
+            return
+        raise DataError(f"could not move the new mini build into {root}: {e}; "
+                        f"{_rebuild_hint(root, seed)}") from e
+    finally:
         shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, root)
 
 
 def verify_mini(root: str | Path) -> list[str]:
@@ -246,8 +280,11 @@ def verify_mini(root: str | Path) -> list[str]:
     manifest = read_manifest(root)
     if manifest is None:
         return [f"{root / MANIFEST} is missing or unreadable"]
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return [f"{root / MANIFEST} lists no files"]
     problems = []
-    for rel, digest in sorted(manifest.get("files", {}).items()):
+    for rel, digest in sorted(files.items()):
         path = root / rel
         if not path.is_file():
             problems.append(f"{path} is missing")
@@ -259,7 +296,8 @@ def verify_mini(root: str | Path) -> list[str]:
 def ensure_mini(root: str | Path | None = None, seed: int = 0) -> Path:
     """Return a verified mini build in ``root`` (default: default_mini_root()), building or repairing it."""
     root = Path(root).expanduser().absolute() if root is not None else default_mini_root()
-    if not root.exists() or not any(root.iterdir()):
+    seed = _check_seed(seed)
+    if not root.exists() or (root.is_dir() and not any(root.iterdir())):
         return build_mini(root, seed)
     manifest = read_manifest(root)
     if manifest is not None and (manifest.get("seed"), manifest.get("builder_version")) != (seed, BUILDER_VERSION):
@@ -281,10 +319,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="rebuild even if an intact build exists")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("data_prep")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO)
+    package_logger.propagate = False
     root = args.root if args.root is not None else default_mini_root()
     start = time.perf_counter()
-    built = build_mini(root, args.seed, args.force) if args.force else ensure_mini(root, args.seed)
+    try:
+        built = build_mini(root, args.seed, args.force) if args.force else ensure_mini(root, args.seed)
+    except FewshotBenchError as e:
+        raise SystemExit(f"error: {e}") from e
     size = sum(p.stat().st_size for p in built.rglob("*") if p.is_file())
     print(f"mini suite (seed {args.seed}) in {built}: {size / 1e6:.2f} MB, {time.perf_counter() - start:.1f} s")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from fewshot_bench.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class Script:
@@ -92,7 +94,8 @@ def render(char: str, font_file: str, rng: np.random.Generator, side: int = 28) 
     ink = np.asarray(canvas) < 128
     rows, cols = np.nonzero(ink)
     if len(rows) == 0:
-        raise ValueError(f"font {font_file} renders no ink for {char!r} (U+{ord(char):04X})")
+        raise DataError(f"mini_fonts: font {font_dir() / font_file} renders no ink for U+{ord(char):04X}; "
+                        f"drop that character from mini_glyphs.SCRIPTS or the font from FONT_FILES")
     cx, cy = (cols.min() + cols.max()) / 2.0, (rows.min() + rows.max()) / 2.0
     # One affine map from output pixels back into the canvas: the ink centre
     # lands at the (shifted) output centre, rotated by ``angle`` degrees.

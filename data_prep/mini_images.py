@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from fewshot_bench.errors import DataError
+
 
 def rng_for(seed: int, *keys: str | int) -> np.random.Generator:
     """A generator seeded by ``seed`` and a path of names/indices (dataset, split, class...)."""
@@ -177,7 +179,8 @@ def histology_patches(seed: int, split: str, n: int, side: int, columns: tuple[f
         if label >= 0 and len(pools[label]) < need[label]:
             pools[label].append(image[top:top + side, left:left + side])
     if any(len(pools[c]) < need[c] for c in (0, 1)):
-        raise RuntimeError(f"mini_histology: could not draw {need} balanced patches from columns {columns}")
+        raise DataError(f"mini_histology: could not draw {need} balanced patches from columns {columns} "
+                        f"of skimage.data.immunohistochemistry(); has the bundled image changed?")
     images = [pools[int(c)].pop() for c in want]
     return np.stack(images), want.astype(np.int64)
 

@@ -9,7 +9,10 @@ Every split of every builder is a pure function of the seed.
 from __future__ import annotations
 
 import abc
+import contextlib
 import inspect
+import io
+import logging
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +22,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from data_prep import mini_images, mini_sprites
+
+logger = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = (0.0, 0.5)  # textures / histology: train crops come from the left half ...
 TEST_COLUMNS = (0.5, 1.0)   # ... test crops from the right half of the photo
@@ -31,6 +36,8 @@ class _MiniBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     RELEASE_NOTES = {"1.0.0": "First release of the mini suite."}
     SPLIT_SIZES: dict[str, int] = {"train": 300, "test": 300}
     SIDE = 32
+    CHANNELS = 3
+    PIXEL_MAX = 255  # dsprites stores 0/1 like TFDS dsprites
     DESCRIPTION = ""
 
     @tfds.core.utils.classproperty
@@ -74,9 +81,10 @@ class MiniDigits(_MiniBuilder):
 
     name = "mini_digits"
     DESCRIPTION = __doc__
+    CHANNELS = 1
 
     def _features(self) -> dict:
-        return {"image": tfds.features.Image(shape=(self.SIDE, self.SIDE, 1)),
+        return {"image": tfds.features.Image(shape=(self.SIDE, self.SIDE, self.CHANNELS)),
                 "label": tfds.features.ClassLabel(num_classes=10)}
 
     def _arrays(self, split: str) -> dict[str, np.ndarray]:
@@ -96,7 +104,7 @@ class MiniTextures(_MiniBuilder):
     DESCRIPTION = __doc__
 
     def _features(self) -> dict:
-        return {"image": tfds.features.Image(shape=(self.SIDE, self.SIDE, 3)),
+        return {"image": tfds.features.Image(shape=(self.SIDE, self.SIDE, self.CHANNELS)),
                 "label": tfds.features.ClassLabel(names=list(mini_images.TEXTURES))}
 
     def _arrays(self, split: str) -> dict[str, np.ndarray]:
@@ -116,7 +124,7 @@ class MiniHistology(_MiniBuilder):
     DESCRIPTION = __doc__
 
     def _features(self) -> dict:
-        return {"image": tfds.features.Image(shape=(self.SIDE, self.SIDE, 3)),
+        return {"image": tfds.features.Image(shape=(self.SIDE, self.SIDE, self.CHANNELS)),
                 "label": tfds.features.ClassLabel(names=["unstained", "stained"])}
 
     def _arrays(self, split: str) -> dict[str, np.ndarray]:
@@ -136,9 +144,11 @@ class MiniDsprites(_MiniBuilder):
     name = "mini_dsprites"
     DESCRIPTION = __doc__
     SIDE = mini_sprites.SIDE
+    CHANNELS = 1
+    PIXEL_MAX = 1
 
     def _features(self) -> dict:
-        features = {"image": tfds.features.Image(shape=(self.SIDE, self.SIDE, 1))}
+        features = {"image": tfds.features.Image(shape=(self.SIDE, self.SIDE, self.CHANNELS))}
         for factor, size in mini_sprites.CARDINALITIES.items():
             features[f"label_{factor}"] = tfds.features.ClassLabel(num_classes=size)
         for factor in mini_sprites.CARDINALITIES:
@@ -185,6 +195,8 @@ def prepare_all(data_dir: Path, scratch: Path, seed: int) -> None:
     ``scratch`` receives TFDS's download directory and the empty temporary
     directories TFDS leaves behind when it creates a builder for data not yet
     prepared (``DatasetInfo.initialize_from_bucket``); the caller removes it.
+    TFDS's progress bars are hidden and its printed messages (which name the
+    staging directory) go to the debug log.
     """
     from tensorflow_datasets.core.utils import tqdm_utils
     shown, tempdir = getattr(tqdm_utils, "_active", True), tempfile.tempdir
@@ -192,8 +204,10 @@ def prepare_all(data_dir: Path, scratch: Path, seed: int) -> None:
     tempfile.tempdir = str(scratch)
     try:
         for builder_class in BUILDERS:
-            builder = builder_class(data_dir=str(data_dir), seed=seed)
-            builder.download_and_prepare(download_dir=str(scratch / "downloads"))
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                builder = builder_class(data_dir=str(data_dir), seed=seed)
+                builder.download_and_prepare(download_dir=str(scratch / "downloads"))
+            logger.debug("%s", printed.getvalue())
             for shard in sorted(Path(builder.data_dir).glob(f"{builder.name}-*.tfrecord-*")):
                 canonicalise_records(shard)
     finally:

@@ -117,11 +117,13 @@ def test_tfds_dataset_loads_with_expected_splits_and_shapes(builds, name):
                 assert set(labels.tolist()) == set(range(task.num_classes))
 
 
-def test_vtab_tasks_cover_three_groups():
+def test_vtab_tasks_cover_three_groups(builds):
     assert len(mini.VTAB_TASKS) >= 4
     assert {t.group for t in mini.VTAB_TASKS} == {"natural", "specialized", "structured"}
     for task in mini.VTAB_TASKS:
         assert task.dataset in mini.TFDS_DATASETS
+        feature = tfds.builder(task.dataset, data_dir=builds["a"] / mini.TFDS_DIR).info.features[task.label_key]
+        assert feature.num_classes == task.label_classes >= task.num_classes
         assert mini.TFDS_DATASETS[task.dataset].splits["train"] >= 200  # room for train800val200's mini analogue
 
 
@@ -138,9 +140,10 @@ def test_dsprites_latents_in_range_and_consistent(builds):
         assert set(np.unique(e["image"]).tolist()) == {0, 1}  # binary, like TFDS dsprites
         expected = mini_sprites.render(*(int(e[f"label_{f}"]) for f in mini_sprites.CARDINALITIES))
         np.testing.assert_array_equal(e["image"], expected)
-    x_bins = {int(e["label_x_position"]) // 2 for e in examples}  # VTAB location: 16 classes
-    orientation_bins = {int(e["label_orientation"]) * 16 // 40 for e in examples}
-    assert x_bins == set(range(16)) and orientation_bins == set(range(16))
+    for task in [t for t in mini.VTAB_TASKS if t.dataset == "mini_dsprites"]:
+        factor = task.label_classes / task.num_classes  # VTAB's class_division_factor
+        binned = {int(np.floor(e[task.label_key] / factor)) for e in examples}
+        assert binned == set(range(task.num_classes)), task.name
 
 
 def test_sprite_moves_with_its_position_latents():
@@ -232,7 +235,7 @@ def test_damaged_build_is_detected_and_repaired(builds, tmp_path, caplog):
     assert len(problems) == 2
     assert any(str(changed) in p and "changed" in p for p in problems)
     assert any(str(missing) in p and "missing" in p for p in problems)
-    with pytest.raises(DataError, match="--force"):
+    with pytest.raises(DataError, match="damaged mini build.*--force"):
         mini.build_mini(root, seed=0)
     with caplog.at_level(logging.WARNING, logger="data_prep.mini"):
         assert mini.ensure_mini(root, seed=0) == root
@@ -247,7 +250,7 @@ def test_intact_build_is_kept_and_other_seed_needs_force(builds):
     assert mini.build_mini(root, seed=0) == root
     assert mini.ensure_mini(root, seed=0) == root
     assert (root / mini.MANIFEST).stat().st_mtime_ns == before
-    with pytest.raises(DataError, match="--force"):
+    with pytest.raises(DataError, match="holds the mini build with seed 0.*--seed 1 --force"):
         mini.build_mini(root, seed=1)
 
 
@@ -262,10 +265,17 @@ def test_refuses_to_replace_a_foreign_directory(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_bad_seed_is_a_config_error(tmp_path):
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
+def test_bad_seed_is_a_config_error(tmp_path, seed):
     with pytest.raises(ConfigError, match="seed"):
-        mini.build_mini(tmp_path / "x", seed=-1)
+        mini.build_mini(tmp_path / "x", seed=seed)
+    with pytest.raises(ConfigError, match="seed"):
+        mini.ensure_mini(tmp_path / "x", seed=seed)
     assert not (tmp_path / "x").exists()
+
+
+def test_seed_may_be_a_numpy_integer():
+    assert mini._check_seed(np.int64(3)) == 3
 
 
 def test_default_root_follows_the_environment(monkeypatch, tmp_path):
