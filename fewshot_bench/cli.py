@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from fewshot_bench.errors import FewshotBenchError
+from fewshot_bench.errors import ConfigError, FewshotBenchError
 
 
 def home() -> Path:
@@ -20,8 +20,36 @@ def home() -> Path:
 
 
 def _quiet_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter held back (shown only if the import fails)."""
+    import tempfile
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.getLogger("absl").setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _import_configurables() -> None:
+    """Import every module that registers names or gin configurables (gin locks after parsing)."""
+    import fewshot_bench.backbones  # noqa: F401
+    import fewshot_bench.datasets.meta_dataset  # noqa: F401
+    import fewshot_bench.datasets.mini  # noqa: F401
+    import fewshot_bench.datasets.vtab  # noqa: F401
+    import fewshot_bench.learners  # noqa: F401
 
 
 def _versions() -> dict:
@@ -44,7 +72,6 @@ def _parse_gin(files: Sequence[str], params: Sequence[str]) -> str:
     for f in files:
         path = Path(f)
         if not path.exists():
-            from fewshot_bench.errors import ConfigError
             raise ConfigError(f"--gin_file {f}: no such file (gin presets live in the repository's gin/ folder)")
         texts.append(path.read_text())
     gin.parse_config_files_and_bindings(list(files), list(params))
@@ -60,6 +87,7 @@ def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, back
     from fewshot_bench.suites import SUITES
 
     start = time.perf_counter()
+    _import_configurables()
     config = _parse_gin(getattr(args, "gin_file", []) or [], getattr(args, "gin_param", []) or [])
     LEARNERS.get(learner.split("(")[0])  # fail fast on an unknown name, before any work
     suite = SUITES.create(suite_name, **_suite_options(args))

@@ -39,3 +39,13 @@ def test_feature_cache_computes_each_image_once(digits, flat_backbone):
     assert extractor.forward_images == 50
     np.testing.assert_allclose(again[0], first[3])
     np.testing.assert_allclose(first[:, -3:], images[:40].mean(axis=(1, 2)), rtol=1e-5)
+
+
+def test_binary_task_gives_two_logits(digits, flat_backbone):
+    images, labels = digits
+    idx = np.flatnonzero(labels < 2)
+    binary = Examples(images[idx], labels[idx], tuple(f"b{i}" for i in idx))
+    predictor = LinearProbe(flat_backbone, c_grid=(1.0,)).fit(binary.take(np.arange(100)), 2)
+    logits = predictor.predict(binary.take(np.arange(100, 300)).unlabelled())
+    assert logits.shape == (200, 2)
+    assert (logits.argmax(1) == binary.labels[100:300]).mean() > 0.95

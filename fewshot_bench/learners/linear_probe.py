@@ -8,6 +8,7 @@ Tasks without a validation split (MD episodes) use the configured default.
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Sequence
 
 import gin
@@ -34,7 +35,10 @@ class _LinearPredictor(Predictor):
 
     def predict(self, query: Examples) -> np.ndarray:
         features = self.scaler.transform(self.extractor.extract(query))
-        return self.model.decision_function(features).reshape(len(query), self.num_classes)
+        scores = self.model.decision_function(features)
+        if self.num_classes == 2:  # scikit-learn gives one score for class 1 of a binary problem
+            scores = np.stack([np.zeros_like(scores), scores], axis=1)
+        return scores.reshape(len(query), self.num_classes)
 
 
 @LEARNERS.register("linear_probe")
@@ -63,7 +67,9 @@ class LinearProbe(Learner):
             raise LearnerError("linear_probe: the backbone produced NaN or infinite features")
         scaler = StandardScaler().fit(features)
         model = LogisticRegression(C=c, max_iter=self.max_iter)
-        model.fit(scaler.transform(features), labels)
+        with warnings.catch_warnings():  # few-shot supports trip scikit-learn's "regression?" heuristic
+            warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+            model.fit(scaler.transform(features), labels)
         if len(model.classes_) != num_classes:
             raise LearnerError(f"linear_probe: support holds {len(model.classes_)} of {num_classes} classes")
         return scaler, model
