@@ -89,7 +89,7 @@ def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, back
     start = time.perf_counter()
     _import_configurables()
     config = _parse_gin(getattr(args, "gin_file", []) or [], getattr(args, "gin_param", []) or [])
-    LEARNERS.get(learner.split("(")[0])  # fail fast on an unknown name, before any work
+    _check_names(learner=(LEARNERS, learner), suite=(SUITES, suite_name), backbone=(BACKBONES, backbone_name))
     suite = SUITES.create(suite_name, **_suite_options(args))
     backbone = BACKBONES.create(backbone_name, **({"image_size": args.image_size} if args.image_size else {}))
     image_size = backbone.image_size
@@ -106,6 +106,20 @@ def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, back
     if getattr(args, "summary", None):
         Path(args.summary).write_text(json.dumps(summary_to_dict(summary), indent=2))
     return 0 if summary.complete else 1
+
+
+def _check_names(**named) -> None:
+    """Fail before any work if any of the names is unknown, listing every unknown one."""
+    from fewshot_bench.registry import parse_spec
+
+    problems = []
+    for registry, spec in named.values():
+        try:
+            registry.get(parse_spec(spec)[0])
+        except ConfigError as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("\n  ".join(problems))
 
 
 def _suite_options(args: argparse.Namespace) -> dict:
@@ -144,6 +158,57 @@ def cmd_list(registry_name: str):
     return run
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    if args.suite == "mini":
+        from fewshot_bench.datasets.mini import mini_vtab_specs
+        from fewshot_bench.datasets.vtab import task_record
+
+        records = [task_record(spec) for spec in mini_vtab_specs()]
+    else:
+        from fewshot_bench.datasets.vtab import list_tasks
+
+        records = list_tasks(args.suite)
+    for record in records:
+        print(json.dumps(record) if args.json else
+              f"{record['group']:<12} {record['name']:<66} {record['num_classes']:>4} classes  "
+              f"{record['train800']} + {record['val200']} -> {record['test']}")
+    return 0
+
+
+def cmd_episodes(args: argparse.Namespace) -> int:
+    from fewshot_bench.datasets.meta_dataset import describe_episodes
+
+    for description in describe_episodes(args.spec, records_root=args.records, source=args.source,
+                                         split=args.split, num=args.num, seed=args.seed):
+        if args.json:
+            print(json.dumps(description))
+        else:
+            ways = len(description["classes"])
+            print(f"{ways}-way, support {sum(description['shots'])}, query {sum(description['query'])}: "
+                  f"classes {description['classes']} shots {description['shots']}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    if args.what == "vtab":
+        from data_prep.vtab import main as vtab_main
+
+        return vtab_main((["--data_dir", args.data_dir] if args.data_dir else [])
+                         + (["--verify_only"] if args.check else []))
+    if args.what == "mini":
+        from data_prep.mini import main as mini_main
+
+        mini_main((["--root", args.out] if args.out else []) + (["--force"] if args.force else []))
+        return 0
+    from fewshot_bench.datasets.meta_dataset import check_source
+
+    if not (args.check and args.records and args.source):
+        raise ConfigError("prepare md: use --check --records ROOT --source NAME to check converted records")
+    problems = check_source(args.records, args.source)
+    print("\n".join(problems) if problems else f"{args.source}: spec and records agree, every image decodes")
+    return 1 if problems else 0
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     p.add_argument("--results", help="results database (default $FEWSHOT_BENCH_HOME/results.sqlite)")
@@ -174,6 +239,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("tasks", help="list the VTAB-style tasks of a suite with their split slices")
+    p.add_argument("--suite", default="vtab-1k", choices=["vtab-1k", "vtab-v2", "mini"])
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("episodes", help="describe Meta-Dataset episodes (protocol only, or real records)")
+    p.add_argument("--spec", help="a dataset_spec.json (describes the protocol's episodes)")
+    p.add_argument("--records", help="records root (with --source: describes real episodes)")
+    p.add_argument("--source")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--num", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_episodes)
+
+    p = sub.add_parser("prepare", help="prepare data: vtab (TFDS), mini (the offline suite), md (check records)")
+    p.add_argument("what", choices=["vtab", "mini", "md"])
+    p.add_argument("--data_dir", help="vtab: TFDS data directory")
+    p.add_argument("--out", help="mini: where to build (default $FEWSHOT_BENCH_HOME/mini)")
+    p.add_argument("--force", action="store_true", help="mini: rebuild even if intact")
+    p.add_argument("--check", action="store_true", help="verify instead of preparing")
+    p.add_argument("--records", help="md: records root")
+    p.add_argument("--source", help="md: source name")
+    p.set_defaults(func=cmd_prepare)
+
     for name in ("learners", "backbones", "suites"):
         sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list(name))
     return parser
@@ -185,6 +275,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except FewshotBenchError as e:
         print(f"fewshot-bench: error: {e}", file=sys.stderr)
         return 2
