@@ -170,9 +170,27 @@ def _data_files(root: Path) -> list[str]:
                   if p.is_file() and p != root / MANIFEST)
 
 
+# The packages whose code or bundled data decide the bytes of a build: the same
+# seed gives the same bytes with the same versions (recorded in the manifest).
+_PACKAGES = ("numpy", "pillow", "scikit-image", "scikit-learn", "matplotlib", "tensorflow",
+             "tensorflow-datasets")
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib import metadata
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
 def _write_manifest(root: Path, seed: int) -> None:
     files = {rel: _sha256(root / rel) for rel in _data_files(root)}
-    manifest = {"builder_version": BUILDER_VERSION, "seed": seed, "files": files}
+    manifest = {"builder_version": BUILDER_VERSION, "seed": seed, "packages": _package_versions(),
+                "files": files}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

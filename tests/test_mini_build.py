@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +29,19 @@ BILEVEL_KEYS = ["name", "superclasses_per_split", "classes_per_superclass", "ima
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory) -> dict[str, Path]:
-    """Two builds with seed 0 and one with seed 1 (built once for the module)."""
+    """Two builds with seed 0 and one with seed 1 (built once for the module).
+
+    Build "b" runs in a fresh process: some non-determinism (protobuf map
+    order, hash seeds) only shows between processes.
+    """
     base = tmp_path_factory.mktemp("mini")
-    return {"a": mini.build_mini(base / "a", seed=0), "b": mini.build_mini(base / "b", seed=0),
-            "seed1": mini.build_mini(base / "seed1", seed=1)}
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONHASHSEED": "random"}
+    subprocess.run([sys.executable, "-m", "data_prep.mini", "--root", str(base / "b"), "--seed", "0"],
+                   check=True, cwd=repo, env=env, capture_output=True)
+    return {"a": mini.build_mini(base / "a", seed=0), "b": base / "b",
+            "seed1": mini.ensure_mini(base / "seed1", seed=1)}  # ensure_mini builds a missing root
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -80,6 +92,7 @@ def test_manifest_lists_every_file_with_its_hash(builds):
     root = builds["a"]
     manifest = mini.read_manifest(root)
     assert manifest["seed"] == 0 and manifest["builder_version"] == mini.BUILDER_VERSION
+    assert manifest["packages"]["tensorflow-datasets"] == tfds.__version__
     on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
                      if p.is_file() and p.name != mini.MANIFEST)
     assert sorted(manifest["files"]) == on_disk
