@@ -30,7 +30,7 @@ TEST_COLUMNS = (0.5, 1.0)   # ... test crops from the right half of the photo
 
 
 class _MiniBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-    """Common part: a seed, fixed split sizes, features from ``FEATURES``."""
+    """Common part: a seed, fixed split sizes, features from ``_features()``, examples from ``_arrays()``."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release of the mini suite."}
