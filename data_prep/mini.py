@@ -36,7 +36,7 @@ from fewshot_bench.errors import ConfigError, DataError, FewshotBenchError
 
 logger = logging.getLogger("data_prep.mini")  # also when run as __main__
 
-BUILDER_VERSION = "1.0.0"
+BUILDER_VERSION = "1.1.0"
 MANIFEST = "MANIFEST.json"
 TFDS_DIR = "tfds"
 MD_DIR = "md"

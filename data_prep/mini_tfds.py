@@ -34,7 +34,8 @@ class _MiniBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release of the mini suite."}
-    SPLIT_SIZES: dict[str, int] = {"train": 300, "test": 300}
+    # train800val200 as in VTAB-1k (train[:800] + train[800:1000]), and a test split.
+    SPLIT_SIZES: dict[str, int] = {"train": 1000, "test": 500}
     SIDE = 32
     CHANNELS = 3
     PIXEL_MAX = 255  # dsprites stores 0/1 like TFDS dsprites

@@ -105,7 +105,7 @@ def test_manifest_lists_every_file_with_its_hash(builds):
 
 def test_build_is_small(builds):
     size = sum(p.stat().st_size for p in builds["a"].rglob("*") if p.is_file())
-    assert size < 8_000_000, f"{size} bytes"
+    assert size < 16_000_000, f"{size} bytes"  # VTAB-style tasks hold train 1000 + test 500
 
 
 # ---------------------------------------------------------------- TFDS datasets

@@ -4,8 +4,8 @@ The data is built by :mod:`data_prep.mini` (TFDS datasets for the VTAB-style
 tasks, Meta-Dataset records for the MD-style sources); this module turns it
 into a :class:`Suite` through the same readers as VTAB and Meta-Dataset.
 
-VTAB-style tasks mirror train800val200 at mini scale: support = train[:240]
-(hyper-parameter selection) + train[240:300] (validation), query = test.
+VTAB-style tasks mirror VTAB-1k exactly: support = train800 = train[:800]
++ val200 = train[800:1000] (1000 examples), query = the test split.
 MD-style sources sample test-split episodes with the MD protocol's defaults.
 """
 
@@ -19,7 +19,7 @@ from fewshot_bench.datasets.vtab import VtabTaskSpec, vtab_source
 from fewshot_bench.datasets.vtab_labels import binned_attribute
 from fewshot_bench.tasks import Suite
 
-MINI_TRAIN, MINI_VAL, MINI_TEST = "train[:240]", "train[240:300]", "test"
+MINI_TRAIN, MINI_VAL, MINI_TEST = "train[:800]", "train[800:1000]", "test"
 MINI_EPISODES = 50
 
 
