@@ -96,6 +96,10 @@ def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, back
     run = RunInfo(suite.name, learner, backbone.id, f"{learner}\n{config}", args.seed, image_size)
     results_path = Path(args.results) if args.results else home() / "results.sqlite"
     db = ResultsDB(results_path)
+    reused = len(db.finished(run))
+    if reused:
+        print(f"{reused} finished tasks of this exact run are already in {results_path}: reusing them "
+              f"(pass another --results path to recompute)")
     summary = evaluate(suite, lambda: LEARNERS.create(learner, backbone=backbone, seed=args.seed), run, db,
                        image_size=image_size, progress=not args.no_progress, partial=args.partial,
                        versions=_versions())
@@ -131,9 +135,13 @@ def _suite_options(args: argparse.Namespace) -> dict:
     return options
 
 
+QUICKSTART_IMAGE_SIZE = 128  # mini images are 28-64 px; 128 keeps a 2-core CPU run near a minute
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from data_prep.mini import default_mini_root, ensure_mini
 
+    args.image_size = args.image_size or QUICKSTART_IMAGE_SIZE
     start = time.perf_counter()
     root = ensure_mini(default_mini_root(), seed=0)
     print(f"mini suite ready in {root} ({time.perf_counter() - start:.1f} s)")
