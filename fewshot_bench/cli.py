@@ -88,8 +88,10 @@ def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, back
 
     start = time.perf_counter()
     _import_configurables()
-    config = _parse_gin(getattr(args, "gin_file", []) or [], getattr(args, "gin_param", []) or [])
     _check_names(learner=(LEARNERS, learner), suite=(SUITES, suite_name), backbone=(BACKBONES, backbone_name))
+    LEARNERS.make_configurable(learner)  # plugins too take gin bindings (before gin parses them)
+    BACKBONES.make_configurable(backbone_name)
+    config = _parse_gin(getattr(args, "gin_file", []) or [], getattr(args, "gin_param", []) or [])
     suite = SUITES.create(suite_name, **_suite_options(args))
     backbone = BACKBONES.create(backbone_name, **({"image_size": args.image_size} if args.image_size else {}))
     image_size = backbone.image_size
@@ -161,7 +163,7 @@ def cmd_list(registry_name: str):
         else:
             from fewshot_bench.suites import SUITES as reg
         for name in reg.names():
-            print(name)
+            print(f"{name:<28} {reg.origin(name)}")
         return 0
     return run
 

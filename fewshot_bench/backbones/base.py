@@ -50,4 +50,4 @@ class Backbone:
         return f"{self.name}@{self.weights_id}"
 
 
-BACKBONES: Registry[Backbone] = Registry("backbone")
+BACKBONES: Registry[Backbone] = Registry("backbone", "fewshot_bench.backbones")

@@ -52,4 +52,4 @@ class Learner(abc.ABC):
         raise LearnerError(f"{type(self).__name__} does not meta-train: use a learner that implements meta_train")
 
 
-LEARNERS: Registry[Learner] = Registry("learner")
+LEARNERS: Registry[Learner] = Registry("learner", "fewshot_bench.learners", required_methods=("fit",))
