@@ -1,12 +1,14 @@
 """Writer of Meta-Dataset sources in the reference on-disk layout.
 
 A source directory holds ``dataset_spec.json`` (the reference
-``DatasetSpecification`` / ``BiLevelDatasetSpecification`` JSON) and one
+``DatasetSpecification`` / ``BiLevelDatasetSpecification`` /
+``HierarchicalDatasetSpecification`` JSON) and one
 ``<class_id>.tfrecords`` file per class whose records are ``tf.train.Example``
 protos with features ``image`` (encoded PNG bytes) and ``label`` (int64, the
 class id). Class ids number the TRAIN classes first, then VALID, then TEST.
 Output is deterministic: PNG without metadata, records in the given order,
-protos serialised with sorted map keys.
+protos serialised with sorted map keys. ``example_bytes`` takes any encoded
+image (the Meta-Dataset converters in ``data_prep.md_convert`` store JPEG).
 """
 
 from __future__ import annotations
@@ -93,8 +95,34 @@ def bilevel_dataset_spec(name: str, superclasses: Mapping[str, Sequence[tuple[st
     }
 
 
+def hierarchical_dataset_spec(name: str, split_subgraphs: Mapping[str, Sequence[Mapping]],
+                              images_per_node: Mapping[str, Mapping[str, int]], class_names: Sequence[str],
+                              path: str = ".") -> dict:
+    """A ``HierarchicalDatasetSpecification`` (ILSVRC-2012: one WordNet subgraph per split).
+
+    ``split_subgraphs[split]`` lists the split's nodes as ``{"wn_id", "words",
+    "children_ids", "parents_ids"}``; ``images_per_node[split]`` maps every node
+    of that subgraph to the images of the leaves it spans; ``class_names`` are the
+    leaves' wn_ids in class-id order (train leaves, then valid, then test).
+    """
+    return {
+        "name": name,
+        "split_subgraphs": {split: [dict(node) for node in split_subgraphs[split]] for split in SPLITS},
+        "images_per_class": {split: {k: int(v) for k, v in images_per_node[split].items()} for split in SPLITS},
+        "class_names": _numbered(list(class_names)),
+        "path": path,
+        "file_pattern": FILE_PATTERN,
+        "__class__": "HierarchicalDatasetSpecification",
+    }
+
+
 def write_spec(source_dir: Path, spec: dict) -> Path:
-    """Write ``dataset_spec.json`` exactly as the reference converter does (indent 2)."""
+    """Write ``dataset_spec.json`` exactly as the reference converter does (indent 2).
+
+    The file is written whole or not at all (a temporary file renamed into place).
+    """
     path = source_dir / SPEC_FILE
-    path.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
     return path
