@@ -19,113 +19,44 @@ def home() -> Path:
     return Path(os.environ.get("FEWSHOT_BENCH_HOME", Path.home() / ".cache" / "fewshot_bench"))
 
 
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with its C++ start-up chatter held back (shown only if the import fails)."""
-    import tempfile
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices("GPU")
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _import_configurables() -> None:
-    """Import every module that registers names or gin configurables (gin locks after parsing)."""
-    import fewshot_bench.backbones  # noqa: F401
-    import fewshot_bench.datasets.meta_dataset  # noqa: F401
-    import fewshot_bench.datasets.mini  # noqa: F401
-    import fewshot_bench.datasets.vtab  # noqa: F401
-    import fewshot_bench.learners  # noqa: F401
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("fewshot-bench", "tensorflow", "keras", "tensorflow-datasets", "scikit-learn", "numpy"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _parse_gin(files: Sequence[str], params: Sequence[str]) -> str:
-    """Apply gin files and bindings; return their text (part of the run's config hash)."""
-    import gin
-
-    texts = []
-    for f in files:
-        path = Path(f)
-        if not path.exists():
-            raise ConfigError(f"--gin_file {f}: no such file (gin presets live in the repository's gin/ folder)")
-        texts.append(path.read_text())
-    gin.parse_config_files_and_bindings(list(files), list(params))
-    return "\n".join(texts + list(params))
-
-
 def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, backbone_name: str) -> int:
-    from fewshot_bench.backbones import BACKBONES
-    from fewshot_bench.evaluation.evaluator import evaluate
+    from fewshot_bench.evaluation.evaluator import evaluate, pending, progress_bar, summarize_run
+    from fewshot_bench.evaluation.job import EvalJob, package_versions, setup
+    from fewshot_bench.evaluation.parallel import run_in_workers
     from fewshot_bench.evaluation.report import format_summary, summary_to_dict
-    from fewshot_bench.evaluation.results import ResultsDB, RunInfo
-    from fewshot_bench.learners import LEARNERS
-    from fewshot_bench.suites import SUITES
+    from fewshot_bench.evaluation.results import ResultsDB
 
     start = time.perf_counter()
-    _import_configurables()
-    _check_names(learner=(LEARNERS, learner), suite=(SUITES, suite_name), backbone=(BACKBONES, backbone_name))
-    LEARNERS.make_configurable(learner)  # plugins too take gin bindings (before gin parses them)
-    BACKBONES.make_configurable(backbone_name)
-    config = _parse_gin(getattr(args, "gin_file", []) or [], getattr(args, "gin_param", []) or [])
-    suite = SUITES.create(suite_name, **_suite_options(args))
-    backbone = BACKBONES.create(backbone_name, **({"image_size": args.image_size} if args.image_size else {}))
-    image_size = backbone.image_size
-    run = RunInfo(suite.name, learner, backbone.id, f"{learner}\n{config}", args.seed, image_size)
+    job = EvalJob(suite_name, learner, backbone_name, args.seed, args.image_size,
+                  tuple(getattr(args, "gin_file", []) or []), tuple(getattr(args, "gin_param", []) or []),
+                  tuple(sorted(_suite_options(args).items())))
+    ctx = setup(job)
     results_path = Path(args.results) if args.results else home() / "results.sqlite"
     db = ResultsDB(results_path)
-    reused = len(db.finished(run))
+    versions = package_versions()
+    reused = len(db.finished(ctx.run))
     if reused:
         print(f"{reused} finished tasks of this exact run are already in {results_path}: reusing them "
               f"(pass another --results path to recompute)")
-    summary = evaluate(suite, lambda: LEARNERS.create(learner, backbone=backbone, seed=args.seed), run, db,
-                       image_size=image_size, progress=not args.no_progress, partial=args.partial,
-                       versions=_versions())
-    title = (f"Suite {suite.name}  |  learner {learner}  |  backbone {backbone.id} at {image_size}px  |  "
-             f"seed {args.seed}")
+    if args.workers or args.task_timeout:
+        db.start_run(ctx.run, ctx.suite, versions, args.allow_version_change)
+        todo = pending(ctx.suite, ctx.run, db)
+        bar = progress_bar(ctx.suite, ctx.run, len(todo), not args.no_progress)
+        run_in_workers(job, ctx.suite, ctx.run, db, todo, workers=max(1, args.workers),
+                       task_timeout=args.task_timeout, versions=versions, bar=bar)
+        bar.close()
+        summary = summarize_run(ctx.suite, ctx.run, db, args.partial)
+    else:
+        summary = evaluate(ctx.suite, ctx.make_learner, ctx.run, db, image_size=ctx.image_size,
+                           progress=not args.no_progress, partial=args.partial, versions=versions,
+                           allow_version_change=args.allow_version_change)
+    title = (f"Suite {ctx.suite.name}  |  learner {learner}  |  backbone {ctx.backbone.id} at {ctx.image_size}px"
+             f"  |  seed {args.seed}")
     print(format_summary(summary, title))
     print(f"\nResults database: {results_path}   wall time: {time.perf_counter() - start:.1f} s")
     if getattr(args, "summary", None):
         Path(args.summary).write_text(json.dumps(summary_to_dict(summary), indent=2))
     return 0 if summary.complete else 1
-
-
-def _check_names(**named) -> None:
-    """Fail before any work if any of the names is unknown, listing every unknown one."""
-    from fewshot_bench.registry import parse_spec
-
-    problems = []
-    for registry, spec in named.values():
-        try:
-            registry.get(parse_spec(spec)[0])
-        except ConfigError as e:
-            problems.append(str(e))
-    if problems:
-        raise ConfigError("\n  ".join(problems))
 
 
 def _suite_options(args: argparse.Namespace) -> dict:
@@ -152,6 +83,29 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     return run_evaluation(args, args.suite, args.learner, args.backbone)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from fewshot_bench.evaluation.results import ResultsDB
+
+    path = Path(args.results) if args.results else home() / "results.sqlite"
+    if not path.exists():
+        raise ConfigError(f"no results database at {path}: pass --results PATH of an evaluation's database")
+    runs = ResultsDB(path).runs()
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    for run in runs:
+        totals = {k: sum(p[k] for p in run["sources"].values()) for k in ("done", "failed", "pending")}
+        print(f"run {run['run_key']}: suite {run['suite']} | learner {run['learner']} | backbone {run['backbone']}"
+              f" | config {run['config_hash']} | seed {run['seed']} | {run['image_size']}px  --  "
+              f"{totals['done']} done, {totals['failed']} failed, {totals['pending']} pending")
+        for name, part in run["sources"].items():
+            print(f"    {name:<44} done {part['done']:>4}  failed {part['failed']:>3}  pending {part['pending']:>4}"
+                  f"  of {part['expected']}")
+    if not runs:
+        print(f"{path}: no runs yet")
+    return 0
 
 
 def cmd_list(registry_name: str):
@@ -227,6 +181,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partial", action="store_true", help="report summary means even if tasks are missing")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     p.add_argument("--episodes", type=int, help="episodes per MD-style source (default: the suite's)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="run tasks in N worker processes (0: in this process)")
+    p.add_argument("--task_timeout", type=float,
+                   help="seconds after which a task is stopped and recorded as failed (runs in a worker)")
+    p.add_argument("--allow_version_change", action="store_true",
+                   help="resume a run even if package versions changed since its first rows")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="md: source name")
     p.set_defaults(func=cmd_prepare)
 
+    p = sub.add_parser("status", help="done / failed / pending tasks of every run in a results database")
+    p.add_argument("--results", help="results database (default $FEWSHOT_BENCH_HOME/results.sqlite)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
     for name in ("learners", "backbones", "suites"):
         sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list(name))
     return parser
@@ -281,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_tensorflow()
+    from fewshot_bench.evaluation.job import quiet_tensorflow
+
+    quiet_tensorflow()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)

@@ -1,8 +1,9 @@
 """The evaluator: turns a Suite's Tasks into scored, recorded result rows.
 
 It never knows which learner it runs, and learners never know which benchmark
-a Task came from. A task that fails (an exception, NaN logits) is recorded as
-failed with its error and the run goes on.
+a Task came from. A task that fails (an exception, NaN logits, a timeout, a
+worker killed for memory) is recorded as failed with its error and the run
+goes on. Every finished task is committed to the results database at once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fewshot_bench.errors import LearnerError
 from fewshot_bench.evaluation.results import ResultsDB, RunInfo
 from fewshot_bench.evaluation.scores import Row, Summary, summarize
 from fewshot_bench.learners.base import Learner
-from fewshot_bench.tasks import Fingerprint, Suite, Task
+from fewshot_bench.tasks import Fingerprint, Suite, Task, TaskSource
 
 log = logging.getLogger(__name__)
 
@@ -52,44 +53,65 @@ def run_task(learner: Learner, task: Task) -> TaskOutcome:
     return TaskOutcome(correct, total, fp.hexdigest())
 
 
-def _error_text(error: BaseException) -> str:
+def error_text(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     return text if len(text) < 500 else text[:497] + "..."
 
 
+def failed_row(source: TaskSource, index: int, error: str) -> Row:
+    return Row(source.name, source.group, source.benchmark, source.scoring, source.task_id(index), 0, 0,
+               status="failed", error=error)
+
+
+def execute_task(suite: Suite, source: TaskSource, index: int, learner: Learner, run: RunInfo,
+                 results: ResultsDB, image_size: int, versions: Optional[dict] = None) -> Row:
+    """Build, run and record task ``index`` of ``source``; a failure becomes a failed row."""
+    start = time.perf_counter()
+    fingerprint = ""
+    try:
+        outcome = run_task(learner, suite.task(source, index, run.seed, image_size))
+        row = Row(source.name, source.group, source.benchmark, source.scoring, source.task_id(index),
+                  outcome.correct, outcome.total)
+        fingerprint = outcome.fingerprint
+    except Exception as error:  # noqa: BLE001 -- one task's failure never ends the run
+        log.warning("task %s/%s failed: %s", source.name, source.task_id(index), error_text(error))
+        log.debug("%s", traceback.format_exc())
+        row = failed_row(source, index, error_text(error))
+    results.record(run, row, fingerprint=fingerprint, seconds=time.perf_counter() - start, versions=versions)
+    return row
+
+
+def pending(suite: Suite, run: RunInfo, results: ResultsDB) -> list[tuple[TaskSource, int]]:
+    """The (source, index) pairs of the suite not yet finished for this run, in suite order."""
+    done = results.finished(run)
+    return [(s, i) for s in suite.sources for i in range(s.num_tasks) if (s.name, s.task_id(i)) not in done]
+
+
+def progress_bar(suite: Suite, run: RunInfo, todo: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=suite.num_tasks, initial=suite.num_tasks - todo, unit="task",
+                desc=f"{suite.name} / {run.learner}", disable=not enabled, dynamic_ncols=True)
+
+
 def evaluate(suite: Suite, make_learner: Callable[[], Learner], run: RunInfo, results: ResultsDB, *,
              image_size: int, progress: bool = True, partial: bool = False,
-             versions: Optional[dict] = None) -> Summary:
-    """Evaluate one learner on every task of ``suite``; returns the summary.
+             versions: Optional[dict] = None, allow_version_change: bool = False) -> Summary:
+    """Evaluate one learner on every task of ``suite`` in this process; returns the summary.
 
     Finished tasks already in ``results`` for the same run are skipped.
     """
-    from tqdm.auto import tqdm
-
-    done = results.finished(run)
-    todo = [(s, i) for s in suite.sources for i in range(s.num_tasks) if (s.name, s.task_id(i)) not in done]
-    bar = tqdm(total=suite.num_tasks, initial=suite.num_tasks - len(todo), unit="task",
-               desc=f"{suite.name} / {run.learner}", disable=not progress, dynamic_ncols=True)
-    learner = make_learner()
+    results.start_run(run, suite, versions, allow_version_change)
+    todo = pending(suite, run, results)
+    bar = progress_bar(suite, run, len(todo), progress)
+    learner = make_learner() if todo else None
     for source, index in todo:
         bar.set_postfix_str(source.name, refresh=False)
-        start = time.perf_counter()
-        task_id = source.task_id(index)
-        try:
-            task = suite.task(source, index, run.seed, image_size)
-            outcome = run_task(learner, task)
-            row = Row(source.name, source.group, source.benchmark, source.scoring, task_id,
-                      outcome.correct, outcome.total)
-            fingerprint = outcome.fingerprint
-        except Exception as error:  # noqa: BLE001 -- one task's failure never ends the run
-            log.warning("task %s/%s failed: %s", source.name, task_id, _error_text(error))
-            log.debug("%s", traceback.format_exc())
-            row = Row(source.name, source.group, source.benchmark, source.scoring, task_id, 0, 0,
-                      status="failed", error=_error_text(error))
-            fingerprint = ""
-        results.record(run, row, fingerprint=fingerprint, seconds=time.perf_counter() - start,
-                       versions=versions)
+        execute_task(suite, source, index, learner, run, results, image_size, versions)
         bar.update(1)
     bar.close()
-    expected = {s.name: s.num_tasks for s in suite.sources}
-    return summarize(results.rows(run), expected, partial=partial)
+    return summarize_run(suite, run, results, partial)
+
+
+def summarize_run(suite: Suite, run: RunInfo, results: ResultsDB, partial: bool = False) -> Summary:
+    return summarize(results.rows(run), {s.name: s.num_tasks for s in suite.sources}, partial=partial)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from fewshot_bench.errors import DataError
+from fewshot_bench.errors import ConfigError, DataError
 from fewshot_bench.evaluation.scores import Row
 
 SCHEMA = """
@@ -43,7 +43,23 @@ CREATE TABLE IF NOT EXISTS results (
   versions     TEXT NOT NULL DEFAULT '{}',
   PRIMARY KEY (run_key, source, task_id)
 );
+CREATE TABLE IF NOT EXISTS runs (
+  run_key      TEXT PRIMARY KEY,
+  suite        TEXT NOT NULL,
+  learner      TEXT NOT NULL,
+  backbone     TEXT NOT NULL,
+  config       TEXT NOT NULL,
+  config_hash  TEXT NOT NULL,
+  seed         INTEGER NOT NULL,
+  image_size   INTEGER NOT NULL,
+  expected     TEXT NOT NULL,
+  versions     TEXT NOT NULL,
+  started_at   REAL NOT NULL
+);
 """
+
+# Versions whose change makes earlier rows of a run incomparable with new ones.
+RESULT_SHAPING_PACKAGES = ("tensorflow", "keras", "scikit-learn", "numpy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +99,49 @@ class ResultsDB:
     def close(self) -> None:
         self._conn.close()
 
+    def start_run(self, run: RunInfo, suite, versions: Optional[dict] = None,
+                  allow_version_change: bool = False) -> None:
+        """Register the run (its expected tasks, config and versions) before work starts.
+
+        Resuming a run whose rows were made with other versions of the packages
+        that shape results is refused, naming the differences: rows of two
+        environments are never silently mixed into one score.
+        """
+        versions = versions or {}
+        old = self._conn.execute("SELECT versions FROM runs WHERE run_key=?", (run.key,)).fetchone()
+        if old is not None:
+            before = json.loads(old[0])
+            diff = {k: (before.get(k), versions.get(k)) for k in RESULT_SHAPING_PACKAGES
+                    if versions and before.get(k) != versions.get(k)}
+            if diff and not allow_version_change:
+                shown = ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in diff.items())
+                raise ConfigError(f"results database {self.path} holds part of this run made with other "
+                                  f"package versions ({shown}); use another --results path, or pass "
+                                  f"--allow_version_change to mix them knowingly")
+            return
+        expected = {s.name: s.num_tasks for s in suite.sources}
+        with self._conn:
+            self._conn.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                               (run.key, run.suite, run.learner, run.backbone, run.config, run.config_hash,
+                                run.seed, run.image_size, json.dumps(expected), json.dumps(versions, sort_keys=True),
+                                time.time()))
+
+    def runs(self) -> list[dict]:
+        """Every run in the database with its done / failed / pending counts per source."""
+        out = []
+        for key, suite, learner, backbone, config_hash, seed, image_size, expected in self._conn.execute(
+                "SELECT run_key, suite, learner, backbone, config_hash, seed, image_size, expected "
+                "FROM runs ORDER BY started_at"):
+            counts = dict(((src, status), n) for src, status, n in self._conn.execute(
+                "SELECT source, status, COUNT(*) FROM results WHERE run_key=? GROUP BY source, status", (key,)))
+            sources = {name: {"done": counts.get((name, "ok"), 0), "failed": counts.get((name, "failed"), 0),
+                              "expected": n} for name, n in json.loads(expected).items()}
+            for part in sources.values():
+                part["pending"] = part["expected"] - part["done"] - part["failed"]
+            out.append({"run_key": key, "suite": suite, "learner": learner, "backbone": backbone,
+                        "config_hash": config_hash, "seed": seed, "image_size": image_size, "sources": sources})
+        return out
+
     def finished(self, run: RunInfo) -> set[tuple[str, str]]:
         """(source, task_id) of the run's tasks that finished successfully."""
         cur = self._conn.execute("SELECT source, task_id FROM results WHERE run_key=? AND status='ok'",
@@ -101,11 +160,12 @@ class ResultsDB:
                  json.dumps(versions or {}, sort_keys=True)))
 
     def rows(self, run: RunInfo) -> list[Row]:
+        """The run's rows in a fixed order (source, then episode index), whatever the finishing order."""
         return list(self._iter_rows("WHERE run_key=?", (run.key,)))
 
     def _iter_rows(self, where: str, args: tuple) -> Iterator[Row]:
         cur = self._conn.execute(
             f"SELECT source, grp, benchmark, scoring, task_id, correct, total, status, error "
-            f"FROM results {where} ORDER BY rowid", args)
+            f"FROM results {where} ORDER BY source, CAST(task_id AS INTEGER), task_id", args)
         for source, group, benchmark, scoring, task_id, correct, total, status, error in cur:
             yield Row(source, group, benchmark, scoring, task_id, correct, total, status, error)
