@@ -1,6 +1,14 @@
-"""Backbones: every built-in one registers itself in ``BACKBONES`` on import."""
+"""Backbones: every built-in one registers itself in ``BACKBONES`` on import.
+
+Importing this package needs no TensorFlow; each family imports Keras when a
+backbone is built.
+"""
 
 from fewshot_bench.backbones.base import BACKBONES, Backbone
 from fewshot_bench.backbones import efficientnet_lite  # noqa: F401  (registers "efficientnet_lite0")
+from fewshot_bench.backbones import bit  # noqa: F401  (bit_r50x1, bit_r101x1, bit_r50x3, bit_r101x3, bit_r152x4)
+from fewshot_bench.backbones import keras_apps  # noqa: F401  (keras_resnet50, keras_resnet50v2, keras_efficientnet_b0..b7)
+from fewshot_bench.backbones import meta_nets  # noqa: F401  (conv4, resnet18)
+from fewshot_bench.backbones import savedmodel  # noqa: F401  (saved_model)
 
 __all__ = ["BACKBONES", "Backbone"]
