@@ -356,7 +356,8 @@ def test_ilsvrc_v1_splits_the_wordnet_dag(imagenet_raw, tmp_path):
 
 
 def test_ilsvrc_v2_every_class_in_train_without_duplicates(imagenet_raw, tmp_path):
-    report = convert("ilsvrc_2012_v2", imagenet_raw, tmp_path, lists=LISTS)
+    # The reference splits/ folder has no ilsvrc file: the WordNet rule applies.
+    report = convert("ilsvrc_2012_v2", imagenet_raw, tmp_path, lists=LISTS, splits=SHARED_MD / "splits")
     spec = load_spec(tmp_path / "ilsvrc_2012_v2")
     assert spec.split_classes["train"] == tuple(range(9)) and spec.split_classes["test"] == ()
     assert [spec.class_names[i] for i in range(9)] == sorted(LEAVES)
@@ -378,5 +379,8 @@ def test_ilsvrc_needs_the_duplicate_lists(imagenet_raw, tmp_path):
 
     with pytest.raises(ConfigError, match="ImageNet_CUBirds_duplicates.txt"):
         convert_source("ilsvrc_2012", imagenet_raw, tmp_path, workers=1, progress=False)
+    with pytest.raises(ConfigError, match="the class split comes from the WordNet graph"):
+        convert_source("ilsvrc_2012", imagenet_raw, tmp_path, lists=LISTS,
+                       splits=SHARED_MD / "splits" / "dtd_splits.json")
     with pytest.raises(DataError, match="words.txt"):
         convert_source("ilsvrc_2012", imagenet_raw / "train", tmp_path, lists=LISTS, workers=1, progress=False)

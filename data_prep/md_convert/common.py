@@ -56,11 +56,12 @@ def list_dirs(path: Path) -> list[str]:
 
 
 def list_files(path: Path, skip: Sequence[str] = ()) -> list[Path]:
-    """Files of a directory, sorted by name; hidden files (``.DS_Store``, DTD's ``.directory``) and
-    names in ``skip`` are left out."""
+    """Entries of a directory other than sub-directories, sorted by name; hidden files (``.DS_Store``,
+    DTD's ``.directory``) and names in ``skip`` are left out. Anything else that is not a readable image
+    is reported and skipped when the class is written."""
     skip_set = set(skip)
     return sorted(p for p in Path(path).iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name not in skip_set)
+                  if not p.is_dir() and not p.name.startswith(".") and p.name not in skip_set)
 
 
 def directory_plan(name: str, raw: Path, class_root: Path, split_file: Optional[Path], seed: int) -> Plan:

@@ -67,6 +67,21 @@ class ConversionReport:
         return "\n".join(lines)
 
 
+def split_file(splits: str | Path | None, source: str) -> Optional[Path]:
+    """The split file to use: ``splits`` itself, or ``<splits>/<source>_splits.json`` when ``splits`` is a
+    folder (none if that folder has no file for the source: Omniglot and ILSVRC split by their own rules)."""
+    if not splits:
+        return None
+    path = Path(splits)
+    if path.is_dir():
+        candidate = path / f"{source}_splits.json"
+        if not candidate.is_file():
+            logger.info("%s: no %s in %s, the source's own split rule applies", source, candidate.name, path)
+            return None
+        return candidate
+    return path
+
+
 def convert_source(source: str, raw: str | Path, out: str | Path, *, splits: str | Path | None = None,
                    lists: str | Path | None = None, workers: int = 2, seed: int = REFERENCE_SEED,
                    progress: bool = True) -> ConversionReport:
@@ -74,8 +89,9 @@ def convert_source(source: str, raw: str | Path, out: str | Path, *, splits: str
 
     Writes one ``<class_id>.tfrecords`` per class (classes numbered train,
     then valid, then test) and, last, ``dataset_spec.json``. ``splits`` is a
-    split file (or a folder of ``<source>_splits.json``); without it the
-    reference's seeded rule (``seed``, reference 22) splits the classes.
+    split file or a folder of ``<source>_splits.json`` (:func:`split_file`);
+    without one the reference's seeded rule (``seed``, reference 22) splits
+    the classes.
     ``lists`` is a folder with the reference lists (ImageNet duplicates, VGG
     Flower and Traffic Sign label names). Resumable: classes already complete
     in ``<out>/<source>`` are kept; ``workers`` processes convert the others.
@@ -83,7 +99,7 @@ def convert_source(source: str, raw: str | Path, out: str | Path, *, splits: str
     if source not in SOURCES:
         raise ConfigError(f"unknown Meta-Dataset source {source!r}: use one of {', '.join(SOURCES)}")
     raw, out = Path(raw), Path(out)
-    plan = SOURCES[source](raw, Path(splits) if splits else None, Path(lists) if lists else None, seed)
+    plan = SOURCES[source](raw, split_file(splits, source), Path(lists) if lists else None, seed)
     dest = out / source
     dest.mkdir(parents=True, exist_ok=True)
     spec_file = dest / md_records.SPEC_FILE

@@ -5,9 +5,12 @@ A class is written to ``<class_id>.tfrecords.tmp`` and renamed to
 ``.md_convert/<class_id>.json`` records the class's fingerprint (its name, its
 images in order, how they are encoded), its record count and the images that
 were skipped. On a restart a class is skipped when its marker matches the
-planned class and its file holds that many whole records; anything else (no
+planned class and its file has the size written then; anything else (no
 marker, another fingerprint, a truncated file, a leftover ``.tmp``) is
-written again. Classes are converted by a process pool (``spawn``: every
+written again; class files of ids the plan no longer has are deleted. The
+fingerprint covers the image paths, crops and order, not the file contents:
+replace a raw image in place and delete the class's marker to redo it.
+Classes are converted by a process pool (``spawn``: every
 worker imports TensorFlow once); ``workers <= 1`` converts in this process.
 """
 
@@ -25,7 +28,6 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from data_prep.md_convert.images import ImageError
 from data_prep.md_records import FILE_PATTERN, example_bytes
-from fewshot_bench.errors import DataError
 
 STATE_DIR = ".md_convert"
 TMP_SUFFIX = ".tmp"
@@ -87,19 +89,16 @@ def _write_json_atomically(path: Path, data: dict) -> None:
 
 def completed(dest: Path, job: ClassJob) -> Optional[ClassResult]:
     """The result of an earlier run if ``job`` is already written whole, else None."""
-    from fewshot_bench.datasets.meta_dataset.reader import index_records
-
     try:
         marker = json.loads(marker_path(dest, job.class_id).read_text())
         if marker["fingerprint"] != job.fingerprint():
             return None
-        records = int(marker["records"])
-        if len(index_records(class_path(dest, job.class_id))[0]) != records:
+        if class_path(dest, job.class_id).stat().st_size != int(marker["bytes"]):
             return None
         skipped = tuple((str(image), str(reason)) for image, reason in marker["skipped"])
-    except (OSError, ValueError, KeyError, TypeError, DataError):
+        return ClassResult(job.class_id, int(marker["records"]), skipped)
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return ClassResult(job.class_id, records, skipped)
 
 
 def write_job(dest: str, job: ClassJob) -> ClassResult:
@@ -121,10 +120,19 @@ def write_job(dest: str, job: ClassJob) -> ClassResult:
                 continue
             writer.write(example_bytes(data, job.class_id))
             records += 1
+    size = tmp.stat().st_size
     tmp.replace(final)
     _write_json_atomically(marker, {"fingerprint": job.fingerprint(), "name": job.name, "records": records,
-                                    "skipped": skipped})
+                                    "bytes": size, "skipped": skipped})
     return ClassResult(job.class_id, records, tuple(skipped))
+
+
+def _remove_other_classes(dest: Path, class_ids: set[int]) -> None:
+    """Delete class files (and markers) of an earlier conversion whose ids the plan no longer has."""
+    for path in list(dest.glob("*.tfrecords")) + list((dest / STATE_DIR).glob("*.json")):
+        stem = path.name.split(".", 1)[0]
+        if stem.isdigit() and int(stem) not in class_ids:
+            path.unlink()
 
 
 def _quiet_worker() -> None:
@@ -144,6 +152,7 @@ def write_classes(dest: Path, jobs: Sequence[ClassJob], workers: int = 2, progre
     (dest / STATE_DIR).mkdir(exist_ok=True)
     for leftover in dest.glob(f"*{TMP_SUFFIX}"):
         leftover.unlink()
+    _remove_other_classes(dest, {job.class_id for job in jobs})
     results: dict[int, ClassResult] = {}
     todo: list[ClassJob] = []
     for job in jobs:
