@@ -27,18 +27,24 @@ def _svg(fig) -> str:
 
 
 def _colors(n: int) -> list:
+    """Distinct colours: tab20's ten strong hues first, then their light variants."""
     from matplotlib import colormaps
 
     cmap = colormaps[PALETTE]
-    return [cmap(i % cmap.N) for i in range(n)]
+    order = list(range(0, cmap.N, 2)) + list(range(1, cmap.N, 2))
+    return [cmap(order[i % cmap.N]) for i in range(n)]
 
 
 def group_bars(title: str, groups: Sequence[str], series: Sequence[tuple[str, Sequence[Optional[float]]]],
                ylabel: str = "accuracy (%)") -> str:
-    """Grouped bars: one cluster per group, one bar per method (``None`` values are left empty)."""
+    """Grouped bars: one cluster per group, one bar per method (``None`` values are left empty).
+
+    Methods without any value are left out.
+    """
     import matplotlib
     from matplotlib.figure import Figure
 
+    series = [(label, values) for label, values in series if any(v is not None for v in values)]
     with matplotlib.rc_context(SVG_SETTINGS):
         width = max(5.0, 0.9 + 0.16 * len(groups) * max(1, len(series)))
         fig = Figure(figsize=(min(width, 14.0), 3.6))
