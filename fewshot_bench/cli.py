@@ -38,7 +38,14 @@ def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, back
     if reused:
         print(f"{reused} finished tasks of this exact run are already in {results_path}: reusing them "
               f"(pass another --results path to recompute)")
-    if args.workers or args.task_timeout:
+    if args.runner == "beam":
+        from fewshot_bench.evaluation.beam import run_beam
+
+        db.start_run(ctx.run, ctx.suite, versions, args.allow_version_change)
+        todo = [(source.name, index) for source, index in pending(ctx.suite, ctx.run, db)]
+        run_beam(job, ctx.run, db, todo, args.beam_option, versions)
+        summary = summarize_run(ctx.suite, ctx.run, db, args.partial)
+    elif args.workers or args.task_timeout:
         db.start_run(ctx.run, ctx.suite, versions, args.allow_version_change)
         todo = pending(ctx.suite, ctx.run, db)
         bar = progress_bar(ctx.suite, ctx.run, len(todo), not args.no_progress)
@@ -185,6 +192,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run tasks in N worker processes (0: in this process)")
     p.add_argument("--task_timeout", type=float,
                    help="seconds after which a task is stopped and recorded as failed (runs in a worker)")
+    p.add_argument("--runner", choices=["local", "beam"], default="local",
+                   help="beam: run the tasks as an Apache Beam pipeline (pip install \"fewshot-bench[beam]\")")
+    p.add_argument("--beam_option", action="append", default=[],
+                   help="a Beam pipeline option, e.g. --beam_option=--runner=DataflowRunner (repeatable)")
     p.add_argument("--allow_version_change", action="store_true",
                    help="resume a run even if package versions changed since its first rows")
 

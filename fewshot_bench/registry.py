@@ -146,10 +146,14 @@ class Registry(Generic[T]):
         if known is not None:
             return known.selector
         module = getattr(factory, "__module__", "plugin")
-        wrapped = gin.external_configurable(factory, name=factory.__name__, module=module)
+        selector = f"{module}.{factory.__name__}"
+        try:  # registered with gin before, by another registry object of this process
+            wrapped = gin.get_configurable(selector)
+        except ValueError:
+            wrapped = gin.external_configurable(factory, name=factory.__name__, module=module)
         self._factories[name] = wrapped
         self._origins.setdefault(name, "import path")
-        return f"{module}.{factory.__name__}"
+        return selector
 
     def get(self, name: str) -> Callable[..., T]:
         if ":" in name and name not in self._factories:

@@ -63,21 +63,26 @@ def failed_row(source: TaskSource, index: int, error: str) -> Row:
                status="failed", error=error)
 
 
-def execute_task(suite: Suite, source: TaskSource, index: int, learner: Learner, run: RunInfo,
-                 results: ResultsDB, image_size: int, versions: Optional[dict] = None) -> Row:
-    """Build, run and record task ``index`` of ``source``; a failure becomes a failed row."""
+def attempt_task(suite: Suite, source: TaskSource, index: int, learner: Learner, run: RunInfo,
+                 image_size: int) -> tuple[Row, str, float]:
+    """Build and run task ``index`` of ``source``: (row, fingerprint, seconds); failures become failed rows."""
     start = time.perf_counter()
-    fingerprint = ""
     try:
         outcome = run_task(learner, suite.task(source, index, run.seed, image_size))
         row = Row(source.name, source.group, source.benchmark, source.scoring, source.task_id(index),
                   outcome.correct, outcome.total)
-        fingerprint = outcome.fingerprint
+        return row, outcome.fingerprint, time.perf_counter() - start
     except Exception as error:  # noqa: BLE001 -- one task's failure never ends the run
         log.warning("task %s/%s failed: %s", source.name, source.task_id(index), error_text(error))
         log.debug("%s", traceback.format_exc())
-        row = failed_row(source, index, error_text(error))
-    results.record(run, row, fingerprint=fingerprint, seconds=time.perf_counter() - start, versions=versions)
+        return failed_row(source, index, error_text(error)), "", time.perf_counter() - start
+
+
+def execute_task(suite: Suite, source: TaskSource, index: int, learner: Learner, run: RunInfo,
+                 results: ResultsDB, image_size: int, versions: Optional[dict] = None) -> Row:
+    """Run task ``index`` of ``source`` and commit its row at once."""
+    row, fingerprint, seconds = attempt_task(suite, source, index, learner, run, image_size)
+    results.record(run, row, fingerprint=fingerprint, seconds=seconds, versions=versions)
     return row
 
 

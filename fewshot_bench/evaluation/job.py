@@ -75,7 +75,11 @@ def parse_gin(files: tuple[str, ...], params: tuple[str, ...]) -> str:
         if not path.exists():
             raise ConfigError(f"--gin_file {f}: no such file (the presets live in the repository's gin/ folder)")
         texts.append(path.read_text())
-    gin.parse_config_files_and_bindings(list(files), list(params))
+    repo = Path(__file__).resolve().parents[2]  # includes like "gin/suites/md_v2.gin" resolve from the checkout
+    if (repo / "gin").is_dir():
+        gin.add_config_file_search_path(str(repo))
+    with gin.unlock_config():  # a second job in one process (tests, in-process runners) re-binds
+        gin.parse_config_files_and_bindings(list(files), list(params), finalize_config=False)
     return "\n".join(texts + list(params))
 
 
