@@ -49,6 +49,7 @@ import numpy as np
 
 from fewshot_bench.backbones.base import Backbone
 from fewshot_bench.errors import LearnerError
+from fewshot_bench.registry import parse_spec
 from fewshot_bench.tasks import Examples, ValidationSplit
 
 CHECKS = ("interface", "shapes", "labels", "hidden_query_labels", "determinism", "side_effects", "bad_support",
@@ -120,7 +121,8 @@ def tiny_task(num_classes: int, *, seed: int = 0, image_size: int = 8, queries_p
     split, whose train part holds every class); support and query are shuffled.
     Image ids are opaque hashes (they reveal no label) and unique to the arguments.
     """
-    rng = np.random.default_rng([seed, num_classes, image_size, variant])
+    arguments = (seed, num_classes, image_size, queries_per_class, validation, variant)
+    rng = np.random.default_rng([seed, num_classes, image_size, queries_per_class, int(validation), variant])
     colours = rng.uniform(size=(num_classes, 1, 1, 3))
     patterns = rng.uniform(size=(num_classes, image_size, image_size, 3))
     prototypes = 0.5 * colours + 0.5 * patterns
@@ -131,17 +133,16 @@ def tiny_task(num_classes: int, *, seed: int = 0, image_size: int = 8, queries_p
     def examples(role: str, labels: np.ndarray) -> Examples:
         noise = rng.normal(0.0, 0.05, size=(len(labels), image_size, image_size, 3))
         images = np.clip(prototypes[labels] + noise, 0.0, 1.0).astype(np.float32)
-        ids = tuple("tiny-" + hashlib.sha256(f"{seed}/{num_classes}/{image_size}/{variant}/{role}/{i}".encode())
-                    .hexdigest()[:16] for i in range(len(labels)))
+        ids = tuple("tiny-" + hashlib.sha256(f"{arguments}/{role}/{i}".encode()).hexdigest()[:16]
+                    for i in range(len(labels)))
         return Examples(images, labels.astype(np.int64), ids)
 
     support = examples("support", support_labels)
     split = None
-    if validation:  # the last support example of each class goes to val
-        last = {int(c): i for i, c in enumerate(support_labels)}
-        val = sorted(last.values())
-        split = ValidationSplit(support.take([i for i in range(len(support)) if i not in last.values()]),
-                                support.take(val))
+    if validation:  # the last support example of each class goes to val, the others to train
+        last = set({int(c): i for i, c in enumerate(support_labels)}.values())
+        split = ValidationSplit(support.take([i for i in range(len(support)) if i not in last]),
+                                support.take(sorted(last)))
     return TinyTask(support, examples("query", query_labels), num_classes, split)
 
 
@@ -322,7 +323,7 @@ def _resolve(factory: Callable[..., Any] | str) -> tuple[Callable[..., Any], str
     if isinstance(factory, str):
         from fewshot_bench.learners import LEARNERS
 
-        LEARNERS.get(factory.partition("(")[0].strip())  # unknown names fail here, with the registry's message
+        LEARNERS.get(parse_spec(factory)[0])  # an unknown name fails here, with the registry's message
         return (lambda **kwargs: LEARNERS.create(factory, **kwargs)), repr(factory)
     return factory, getattr(factory, "__qualname__", None) or type(factory).__name__
 
@@ -340,8 +341,8 @@ def check_learner(factory: Callable[..., Any] | str, *, backbone: Optional[Backb
         tiny tasks are made at its ``image_size``.
       seed: the seed learners are built with, and of the tiny tasks.
       max_seconds: the ``time`` check's limit for the largest tiny task.
-      ways: numbers of classes of the tiny tasks (the first three choose which
-        task has a validation split: the second).
+      ways: numbers of classes of the tiny tasks (2 or more each); the second
+        task has a validation split.
 
     Raises:
       ConformanceError: on the first broken rule, naming the check and the problem.

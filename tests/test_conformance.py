@@ -263,7 +263,9 @@ def test_tiny_tasks_are_pure_functions_with_opaque_ids():
     a, b = tiny_task(5, seed=3), tiny_task(5, seed=3)
     np.testing.assert_array_equal(a.support.images, b.support.images)
     assert a.support.ids == b.support.ids and a.query.ids == b.query.ids
-    assert not set(a.support.ids) & set(a.query.ids) and not set(a.query.ids) & set(tiny_task(5, seed=4).query.ids)
+    others = [tiny_task(5, seed=4), tiny_task(5, seed=3, validation=True), tiny_task(5, seed=3, variant=1)]
+    assert not set(a.support.ids) & set(a.query.ids)
+    assert all(not set(a.support.ids + a.query.ids) & set(o.support.ids + o.query.ids) for o in others)
     assert all(i.startswith("tiny-") and len(i) == 21 for i in a.query.ids)  # a hash: no label in the id
     assert np.bincount(a.support.labels).tolist() == [1, 2, 3, 1, 2]
     assert a.support.images.dtype == np.float32 and 0 <= a.support.images.min() and a.support.images.max() <= 1
