@@ -13,8 +13,13 @@ pooling of every chosen layer in one graph), batch by batch, so only one
 batch of pixels is ever copied; :meth:`FeatureExtractor.extract_stream` walks a
 stream of batches without holding the whole dataset. On a GPU the network runs
 in mixed precision (float16 compute, float32 variables and outputs) unless
-``mixed_precision=False``. Results do not depend on which other images share a
-batch.
+``mixed_precision=False``.
+
+Determinism: the same calls give bitwise the same features, run after run (on
+a GPU this also needs ``tf.config.experimental.enable_op_determinism()``).
+Kernels may block a batch differently depending on its size and an image's
+place in it, so the same image computed in another batch can differ in the
+last bits (about 1e-7 relative); a cache entry holds the value first computed.
 """
 
 from __future__ import annotations
@@ -239,6 +244,11 @@ class FeatureExtractor:
     # ---- extraction ----
 
     def _compute(self, images01: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """Features of ``images01[indices]``, ``batch_size`` images per forward pass.
+
+        Batches are dispatched before any result is read back, so an
+        accelerator is not kept waiting on the host.
+        """
         parts = []
         for start in range(0, len(indices), self.batch_size):
             batch = np.asarray(images01[indices[start:start + self.batch_size]], np.float32)

@@ -37,7 +37,7 @@ def model_digest(model: Any) -> str:
     """SHA-256 of a Keras model's variables (paths, shapes, values): the id of weights without a file."""
     digest = hashlib.sha256()
     for variable in model.weights:
-        value = np.ascontiguousarray(np.asarray(variable), dtype=np.float32)
+        value = np.ascontiguousarray(variable.numpy(), dtype=np.float32)
         digest.update(f"{variable.path}:{value.shape}\0".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
