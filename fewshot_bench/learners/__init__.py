@@ -2,5 +2,7 @@
 
 from fewshot_bench.learners.base import LEARNERS, Learner, Predictor
 from fewshot_bench.learners import linear_probe  # noqa: F401  (registers "linear_probe")
+from fewshot_bench.learners import finetune  # noqa: F401  (registers "finetune")
+from fewshot_bench.learners import bit  # noqa: F401  (registers "bit")
 
 __all__ = ["LEARNERS", "Learner", "Predictor"]
