@@ -176,3 +176,22 @@ def test_export_refuses_other_files(tmp_path):
     sqlite3.connect(junk).execute("CREATE TABLE other (x)").connection.commit()
     with pytest.raises(DataError, match="is not a fewshot-bench results database"):
         export_runs(junk)
+
+
+def test_board_means_agree_with_the_evaluator_summary(tmp_path):
+    from fewshot_bench.evaluation.scores import summarize
+    from fewshot_bench.leaderboard.tables import build_board
+
+    run = _mini_db(tmp_path / "r.sqlite")
+    (sub,), _ = export_runs(tmp_path / "r.sqlite")
+    db = ResultsDB(tmp_path / "r.sqlite")
+    rows = db.rows(run)
+    db.close()
+    summary = summarize(rows, {s: 1 for s, _ in MINI_VTAB} | {"mini_fonts": 2, "mini_photos": 3})
+    (table,) = build_board([sub]).summary_tables
+    (row,) = table.rows
+    for group in ("natural", "specialized", "structured"):
+        assert row.vtab.group_means[group] == pytest.approx(100 * summary.group_means[group])
+    assert row.vtab.mean == pytest.approx(100 * summary.benchmark_means["vtab"])
+    assert row.md.mean == pytest.approx(100 * summary.benchmark_means["md"])
+    assert row.overall == pytest.approx(100 * summary.overall)

@@ -214,7 +214,7 @@ def add_commands(subparsers) -> None:
         "leaderboard", help="regenerate leaderboards/board.{md,csv,html} from the references and the mini results")
     p.add_argument("--root", default="leaderboards", help="the leaderboards folder (default ./leaderboards)")
     p.add_argument("--evaluate", action="store_true",
-                   help="first evaluate the learners on mini (finished tasks are reused) and refresh mini/results.jsonl")
+                   help="first evaluate the learners on mini (finished tasks are reused), refresh mini/results.jsonl")
     p.add_argument("--results", help="results database holding the mini runs (default with --evaluate: "
                                      "$FEWSHOT_BENCH_HOME/results.sqlite); refreshes mini/results.jsonl")
     p.add_argument("--learner", action="append", help="learners to include (default: every registered one)")

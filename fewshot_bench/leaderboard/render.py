@@ -9,6 +9,8 @@ page is self-contained: inline CSS, plots as ``data:`` SVG images.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import html
 import io
 import re
@@ -17,7 +19,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from fewshot_bench.leaderboard import plots
 from fewshot_bench.leaderboard.protocols import VTAB_GROUPS
 from fewshot_bench.leaderboard.submission import Submission
-from fewshot_bench.leaderboard.tables import MIXED, Board, MdTable, SummaryTable, VtabRow, VtabTable
+from fewshot_bench.leaderboard.tables import MIXED, Board, MdTable, SummaryRow, SummaryTable, VtabRow, VtabTable
 
 MISSING = "—"
 GENERATOR = "fewshot-bench report"
@@ -86,88 +88,118 @@ def _groups(table: VtabTable) -> list[str]:
     return [g for g in VTAB_GROUPS if any(s.group == g for s in table.sources)]
 
 
+# ---------------------------------------------------------------- tables as grids of cells
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    text: str
+    numeric: bool = False
+    bold: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A table ready to render: column titles, then rows of cells (the first ``text_columns`` are text)."""
+
+    titles: tuple[str, ...]
+    text_columns: int
+    rows: tuple[tuple[Cell, ...], ...]
+
+
+def _number(value: Optional[float], best: Optional[float], text: Optional[str] = None) -> Cell:
+    return Cell(text if text is not None else fmt_pct(value), True, value is not None and value == best)
+
+
+def _method_cells(sub: Submission, extra: Sequence[str] = ()) -> list[Cell]:
+    return [Cell(t) for t in (sub.method, sub.backbone, sub.pretraining_data, *extra)]
+
+
+def _method_titles(mixed: bool) -> list[str]:
+    return ["Method", "Backbone", "Pretraining"] + (["Protocol"] if mixed else [])
+
+
+def md_grid(table: MdTable) -> Grid:
+    """MD: per source ``accuracy ± interval (rank)`` (bold: tied with the best), then the average rank."""
+    mixed = table.version == MIXED
+    rows = []
+    for row in table.rows:
+        cells = _method_cells(row.submission, [row.version] if mixed else [])
+        for s in table.sources:
+            f = row.cells.get(s.name)
+            cells.append(Cell(MISSING, True) if f is None else
+                         Cell(md_cell(f.accuracy_pct, f.ci95_pct, row.ranks[s.name]), True, s.name in row.best))
+        cells.append(Cell(MISSING if row.average_rank is None else f"{row.average_rank:.2f}", True))
+        rows.append(tuple(cells))
+    titles = _method_titles(mixed)
+    return Grid(tuple(titles + [s.title for s in table.sources] + ["Avg rank"]), len(titles), tuple(rows))
+
+
+def vtab_grid(table: VtabTable) -> Grid:
+    """VTAB: per task accuracy, group means and the mean over tasks (bold: best in the column)."""
+    mixed = table.version == MIXED
+    keys = _groups(table) + ["mean"]
+    best = {s.name: _max(r.cells.get(s.name) for r in table.rows) for s in table.sources}
+    best.update({k: _max(_vtab_value(r, k) for r in table.rows) for k in keys})
+    rows = []
+    for row in table.rows:
+        cells = _method_cells(row.submission, [row.version] if mixed else [])
+        cells += [_number(row.cells.get(s.name), best[s.name]) for s in table.sources]
+        for key in keys:
+            value = _vtab_value(row, key)
+            cells.append(_number(value, best[key], fmt_pct(value) + ("*" if key in row.reported else "")))
+        rows.append(tuple(cells))
+    titles = _method_titles(mixed)
+    return Grid(tuple(titles + [s.title for s in table.sources] + [k.capitalize() for k in keys]), len(titles),
+                tuple(rows))
+
+
+def _summary_columns(table: SummaryTable) -> list[tuple[str, Callable[[SummaryRow], Optional[float]]]]:
+    groups = [g for g in VTAB_GROUPS if any(g in r.vtab.group_means for r in table.rows)]
+    columns: list[tuple[str, Callable[[SummaryRow], Optional[float]]]] = [
+        (f"VTAB {g}", functools.partial(lambda r, g: r.vtab.group_means.get(g), g=g)) for g in groups]
+    return columns + [("VTAB mean", lambda r: r.vtab.mean), ("MD mean", lambda r: r.md.mean),
+                      ("Overall", lambda r: r.overall)]
+
+
+def summary_grid(table: SummaryTable) -> Grid:
+    """VTAB+MD: VTAB group means and mean, MD mean, overall mean (bold: best), MD average rank."""
+    columns = _summary_columns(table)
+    best = {title: _max(get(r) for r in table.rows) for title, get in columns}
+    rows = []
+    for row in table.rows:
+        cells = _method_cells(row.vtab.submission, [_image_size(row.vtab.submission.image_size)])
+        cells += [_number(get(row), best[title]) for title, get in columns]
+        cells.append(Cell(MISSING if row.md.average_rank is None else f"{row.md.average_rank:.2f}", True))
+        rows.append(tuple(cells))
+    titles = ["Method", "Backbone", "Pretraining", "Image size"]
+    return Grid(tuple(titles + [t for t, _ in columns] + ["MD avg rank"]), len(titles), tuple(rows))
+
+
 # ---------------------------------------------------------------- Markdown
 
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
+def grid_markdown(grid: Grid) -> str:
+    def line(cells: Iterable[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
 
+    def cell(c: Cell) -> str:
+        text = md_text(c.text)
+        return f"**{text}**" if c.bold else text
 
-def _md_header(titles: Sequence[str], text_columns: int) -> list[str]:
-    align = ["---"] * text_columns + ["---:"] * (len(titles) - text_columns)
-    return [_md_row([md_text(t) for t in titles]), _md_row(align)]
-
-
-def _bold(text: str, on: bool) -> str:
-    return f"**{text}**" if on and text != MISSING else text
-
-
-def _method_columns(sub: Submission, mixed: bool, version: str) -> list[str]:
-    cells = [md_text(sub.method), md_text(sub.backbone), md_text(sub.pretraining_data)]
-    return cells + ([md_text(version)] if mixed else [])
+    align = ["---"] * grid.text_columns + ["---:"] * (len(grid.titles) - grid.text_columns)
+    return "\n".join([line(md_text(t) for t in grid.titles), line(align)]
+                     + [line(cell(c) for c in row) for row in grid.rows])
 
 
 def markdown_md_table(table: MdTable) -> str:
-    """The MD table: per source ``accuracy ± interval (rank)``, then the average rank."""
-    mixed = table.version == MIXED
-    titles = ["Method", "Backbone", "Pretraining"] + (["Protocol"] if mixed else [])
-    lines = _md_header(titles + [s.title for s in table.sources] + ["Avg rank"], len(titles))
-    for row in table.rows:
-        cells = _method_columns(row.submission, mixed, row.version)
-        for s in table.sources:
-            f = row.cells.get(s.name)
-            cells.append(MISSING if f is None else
-                         _bold(md_cell(f.accuracy_pct, f.ci95_pct, row.ranks[s.name]), s.name in row.best))
-        cells.append(MISSING if row.average_rank is None else f"{row.average_rank:.2f}")
-        lines.append(_md_row(cells))
-    return "\n".join(lines)
+    return grid_markdown(md_grid(table))
 
 
 def markdown_vtab_table(table: VtabTable) -> str:
-    """The VTAB table: per task accuracy, group means and the mean over tasks."""
-    mixed = table.version == MIXED
-    groups = _groups(table)
-    titles = ["Method", "Backbone", "Pretraining"] + (["Protocol"] if mixed else [])
-    lines = _md_header(titles + [s.title for s in table.sources] + [g.capitalize() for g in groups] + ["Mean"],
-                       len(titles))
-    best = {s.name: _max(r.cells.get(s.name) for r in table.rows) for s in table.sources}
-    best.update({k: _max(_vtab_value(r, k) for r in table.rows) for k in groups + ["mean"]})
-    for row in table.rows:
-        cells = _method_columns(row.submission, mixed, row.version)
-        for s in table.sources:
-            v = row.cells.get(s.name)
-            cells.append(_bold(fmt_pct(v), v is not None and v == best[s.name]))
-        for key in groups + ["mean"]:
-            v = _vtab_value(row, key)
-            text = fmt_pct(v) + ("\\*" if key in row.reported else "")
-            cells.append(_bold(text, v is not None and v == best[key]))
-        lines.append(_md_row(cells))
-    return "\n".join(lines)
-
-
-def _summary_values(table: SummaryTable) -> list[tuple[str, Callable]]:
-    cols: list[tuple[str, Callable]] = [
-        (f"VTAB {g}", (lambda g: lambda r: r.vtab.group_means.get(g))(g)) for g in VTAB_GROUPS
-        if any(g in r.vtab.group_means for r in table.rows)]
-    return cols + [("VTAB mean", lambda r: r.vtab.mean), ("MD mean", lambda r: r.md.mean),
-                   ("Overall", lambda r: r.overall)]
+    return grid_markdown(vtab_grid(table))
 
 
 def markdown_summary_table(table: SummaryTable) -> str:
-    """VTAB+MD: per method the VTAB group means and mean, MD mean and average rank, overall mean."""
-    values = _summary_values(table)
-    titles = ["Method", "Backbone", "Pretraining", "Image size"]
-    lines = _md_header(titles + [t for t, _ in values] + ["MD avg rank"], len(titles))
-    best = {t: _max(get(r) for r in table.rows) for t, get in values}
-    for row in table.rows:
-        sub = row.vtab.submission
-        cells = [md_text(sub.method), md_text(sub.backbone), md_text(sub.pretraining_data),
-                 md_text(_image_size(sub.image_size))]
-        for title, get in values:
-            v = get(row)
-            cells.append(_bold(fmt_pct(v), v is not None and v == best[title]))
-        cells.append(MISSING if row.md.average_rank is None else f"{row.md.average_rank:.2f}")
-        lines.append(_md_row(cells))
-    return "\n".join(lines)
+    return grid_markdown(summary_grid(table))
 
 
 def provenance_text(sub: Submission) -> str:
@@ -244,7 +276,7 @@ def render_csv(board: Board) -> str:
     for t in board.summary_tables:
         for r in t.rows:
             protocol = f"{r.vtab.version} + {r.md.version}"
-            for title, get in _summary_values(t):
+            for title, get in _summary_columns(t):
                 emit("vtab+md", protocol, r.vtab.submission, title.lower().replace(" ", "_"), get(r))
             emit("vtab+md", protocol, r.vtab.submission, "md_average_rank", rank=r.md.average_rank)
     for t in board.md_tables:
@@ -291,69 +323,14 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _th(titles: Iterable[str]) -> str:
-    return "<thead><tr>" + "".join(f"<th>{esc(t)}</th>" for t in titles) + "</tr></thead>"
+def grid_html(grid: Grid) -> str:
+    def cell(c: Cell) -> str:
+        classes = " ".join(name for name, on in (("num", c.numeric), ("best", c.bold)) if on)
+        return f"<td class=\"{classes}\">{esc(c.text)}</td>" if classes else f"<td>{esc(c.text)}</td>"
 
-
-def _td(text: str, numeric: bool = False, best: bool = False) -> str:
-    classes = " ".join(c for c, on in (("num", numeric), ("best", best and text != MISSING)) if on)
-    return f"<td class=\"{classes}\">{esc(text)}</td>" if classes else f"<td>{esc(text)}</td>"
-
-
-def _method_tds(sub: Submission, mixed: bool, version: str) -> str:
-    return "".join(_td(t) for t in [sub.method, sub.backbone, sub.pretraining_data] + ([version] if mixed else []))
-
-
-def html_md_table(table: MdTable) -> str:
-    mixed = table.version == MIXED
-    titles = ["Method", "Backbone", "Pretraining"] + (["Protocol"] if mixed else [])
-    rows = []
-    for row in table.rows:
-        cells = _method_tds(row.submission, mixed, row.version)
-        for s in table.sources:
-            f = row.cells.get(s.name)
-            text = MISSING if f is None else md_cell(f.accuracy_pct, f.ci95_pct, row.ranks[s.name])
-            cells += _td(text, True, s.name in row.best)
-        cells += _td(MISSING if row.average_rank is None else f"{row.average_rank:.2f}", True)
-        rows.append(f"<tr>{cells}</tr>")
-    return (f"<div class=\"scroll\"><table>{_th(titles + [s.title for s in table.sources] + ['Avg rank'])}"
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
-
-
-def html_vtab_table(table: VtabTable) -> str:
-    mixed = table.version == MIXED
-    groups = _groups(table)
-    titles = ["Method", "Backbone", "Pretraining"] + (["Protocol"] if mixed else [])
-    titles += [s.title for s in table.sources] + [g.capitalize() for g in groups] + ["Mean"]
-    best = {s.name: _max(r.cells.get(s.name) for r in table.rows) for s in table.sources}
-    best.update({k: _max(_vtab_value(r, k) for r in table.rows) for k in groups + ["mean"]})
-    rows = []
-    for row in table.rows:
-        cells = _method_tds(row.submission, mixed, row.version)
-        for s in table.sources:
-            v = row.cells.get(s.name)
-            cells += _td(fmt_pct(v), True, v is not None and v == best[s.name])
-        for key in groups + ["mean"]:
-            v = _vtab_value(row, key)
-            cells += _td(fmt_pct(v) + ("*" if key in row.reported else ""), True, v is not None and v == best[key])
-        rows.append(f"<tr>{cells}</tr>")
-    return f"<div class=\"scroll\"><table>{_th(titles)}<tbody>{''.join(rows)}</tbody></table></div>"
-
-
-def html_summary_table(table: SummaryTable) -> str:
-    values = _summary_values(table)
-    titles = ["Method", "Backbone", "Pretraining", "Image size"] + [t for t, _ in values] + ["MD avg rank"]
-    best = {t: _max(get(r) for r in table.rows) for t, get in values}
-    rows = []
-    for row in table.rows:
-        sub = row.vtab.submission
-        cells = "".join(_td(t) for t in (sub.method, sub.backbone, sub.pretraining_data, _image_size(sub.image_size)))
-        for title, get in values:
-            v = get(row)
-            cells += _td(fmt_pct(v), True, v is not None and v == best[title])
-        cells += _td(MISSING if row.md.average_rank is None else f"{row.md.average_rank:.2f}", True)
-        rows.append(f"<tr>{cells}</tr>")
-    return f"<div class=\"scroll\"><table>{_th(titles)}<tbody>{''.join(rows)}</tbody></table></div>"
+    head = "".join(f"<th>{esc(t)}</th>" for t in grid.titles)
+    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in grid.rows)
+    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 def _figure(svg: str, caption: str, kind: str) -> str:
@@ -398,16 +375,16 @@ def render_html(board: Board, title: str, inputs: Sequence[str] = (), generator:
         figs = "".join(_figure(svg, cap, kind) for svg, cap, kind in summary_plots(t))
         section(f"vtab-md-{k}", table_title(t),
                 "<p class=\"rule\">Means in %; MD avg rank from the MD table of the same protocol version.</p>"
-                + html_summary_table(t) + figs)
+                + grid_html(summary_grid(t)) + figs)
     for k, t in enumerate(board.md_tables, 1):
         section(f"md-{k}", table_title(t),
                 f"<p class=\"rule\">Mean accuracy (%) ± 95% interval over test episodes, (rank). {esc(RANK_RULE)}</p>"
-                + html_md_table(t))
+                + grid_html(md_grid(t)))
     for k, t in enumerate(board.vtab_tables, 1):
         note = " " + REPORTED_NOTE if any(r.reported for r in t.rows) else ""
         svg = vtab_bars(t)
         figs = _figure(svg, "Per-group means of each method.", "bars") if svg else ""
-        section(f"vtab-{k}", table_title(t), f"<p class=\"rule\">{esc(VTAB_RULE + note)}</p>" + html_vtab_table(t)
+        section(f"vtab-{k}", table_title(t), f"<p class=\"rule\">{esc(VTAB_RULE + note)}</p>" + grid_html(vtab_grid(t))
                 + figs)
     items = []
     for sub in board.submissions:

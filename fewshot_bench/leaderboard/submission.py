@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from fewshot_bench.errors import DataError
-from fewshot_bench.leaderboard.protocols import MD, PROTOCOLS, SourceInfo, protocol_parts
+from fewshot_bench.leaderboard.protocols import MD, SourceInfo, protocol_parts
 
 FORMAT = "fewshot-bench-submission/1"
 SCHEMA_PATH = Path(__file__).with_name("submission.schema.json")
@@ -202,7 +202,3 @@ def write_submissions(path: str | Path, submissions: Iterable[Submission]) -> No
                         "write a .jsonl file (one per line) or choose one run")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
-
-
-def known_protocols() -> list[str]:
-    return list(PROTOCOLS)
