@@ -1,0 +1,232 @@
+"""fo-Proto-MAML (Triantafillou et al. 2020): MAML whose linear head starts at the prototypes.
+
+Rules:
+
+- Head initialisation (:func:`prototype_head`): with class prototypes ``c_k``
+  (support-embedding means), ``W_k = 2 c_k`` and ``b_k = -||c_k||^2``. Then
+  ``x . W_k + b_k = -||x - c_k||^2 + ||x||^2``: the same softmax, hence the same
+  predictions, as ProtoNet before any inner step.
+- Inner loop: ``num_steps`` steps of plain SGD (learning rate ``learning_rate``)
+  on the support set's cross-entropy, over the head and (``adapt_backbone``)
+  every trainable variable of the backbone. Meta-Dataset's presets: 10 steps at
+  ``0.0054``, and a variant with 100 steps at evaluation (``gin/learners/``).
+- Batch norm (``batch_norm``): ``"moving"`` normalises with the backbone's
+  moving statistics everywhere (only the affine parameters adapt);
+  ``"batch"`` uses the statistics of the support set in the inner loop and of
+  each query batch at prediction (transductive, like Meta-Dataset's code).
+- Meta-training (first order, :meth:`ProtoMAML.meta_train_step`): the query loss
+  at the adapted weights gives gradients for the backbone and for the head; the
+  head's gradient flows back through the prototype initialisation at the
+  initial weights; their sum updates the initial weights. Batch statistics are
+  used throughout (the moving statistics accumulate for evaluation).
+
+The backbone is adapted in place and restored after every fit (and around
+every prediction), so tasks are independent and the shared backbone is unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable, Optional
+
+import gin
+import numpy as np
+
+from fewshot_bench.backbones.base import Backbone
+from fewshot_bench.errors import ConfigError, LearnerError
+from fewshot_bench.learners.base import LEARNERS, Learner, Predictor
+from fewshot_bench.learners.protonet import check_finite, episode_arrays, prototypes, tf_prototypes
+from fewshot_bench.tasks import Examples, Task, ValidationSplit, check_support
+
+BATCH_NORM_MODES = ("moving", "batch")
+
+
+def prototype_head(protos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Proto-MAML's head from prototypes ``[k, d]``: ``W = 2 c^T`` ``[d, k]``, ``b = -||c_k||^2`` ``[k]``."""
+    protos = np.asarray(protos, np.float64)
+    return (2.0 * protos.T).astype(np.float32), (-(protos ** 2).sum(axis=1)).astype(np.float32)
+
+
+def tf_prototype_head(protos: Any) -> tuple[Any, Any]:
+    """:func:`prototype_head` in TensorFlow (differentiable)."""
+    import tensorflow as tf
+
+    return 2.0 * tf.transpose(protos), -tf.reduce_sum(protos ** 2, axis=1)
+
+
+class _WeightsSwap:
+    """Puts a weight list into the model for the duration of a ``with`` block, then restores the old one."""
+
+    def __init__(self, model: Any, weights: Optional[list[np.ndarray]]):
+        self.model, self.weights, self.saved = model, weights, None
+
+    def __enter__(self):
+        if self.weights is not None:
+            self.saved = self.model.get_weights()
+            self.model.set_weights(self.weights)
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            self.model.set_weights(self.saved)
+
+
+class _ProtoMAMLPredictor(Predictor):
+    def __init__(self, learner: "ProtoMAML", weights: Optional[list[np.ndarray]], head: tuple[np.ndarray, np.ndarray]):
+        self.learner, self.weights, self.head = learner, weights, head
+
+    def predict(self, query: Examples) -> np.ndarray:
+        with _WeightsSwap(self.learner.backbone.model, self.weights):
+            embeddings = self.learner.embed(query.images, self.learner.batch_norm == "batch")
+        logits = embeddings @ self.head[0] + self.head[1]
+        return check_finite(logits, "protomaml: the query logits").astype(np.float32)
+
+
+@LEARNERS.register("protomaml")
+@gin.configurable
+class ProtoMAML(Learner):
+    """fo-Proto-MAML. Fit time of the last task: ``last_fit_seconds``.
+
+    Args:
+      num_steps: inner SGD steps at evaluation (MD: 10; the 100-step variant: 100).
+      train_num_steps: inner steps during meta-training (None: ``num_steps``).
+      learning_rate: the inner loop's SGD learning rate (MD: 0.0054).
+      batch_norm: "moving" or "batch" (see the module docstring).
+      adapt_backbone: adapt the backbone in the inner loop (False: the head only).
+      layer: the backbone output used as the embedding.
+      batch_size: images per forward pass at prediction with moving statistics.
+    """
+
+    def __init__(self, backbone: Optional[Backbone] = None, seed: int = 0, num_steps: int = 10,
+                 train_num_steps: Optional[int] = None, learning_rate: float = 0.0054,
+                 batch_norm: str = "moving", adapt_backbone: bool = True, layer: str = "embedding",
+                 batch_size: int = 64):
+        super().__init__(backbone, seed)
+        if backbone is None:
+            raise ConfigError("protomaml needs a backbone (--backbone NAME)")
+        if batch_norm not in BATCH_NORM_MODES:
+            raise ConfigError(f"protomaml: batch_norm={batch_norm!r}; choose one of {', '.join(BATCH_NORM_MODES)}")
+        if num_steps < 0 or (train_num_steps is not None and train_num_steps < 0) or learning_rate < 0:
+            raise ConfigError("protomaml: num_steps, train_num_steps and learning_rate must not be negative")
+        self.num_steps = num_steps
+        self.train_num_steps = num_steps if train_num_steps is None else train_num_steps
+        self.learning_rate, self.batch_norm = learning_rate, batch_norm
+        self.adapt_backbone, self.layer, self.batch_size = adapt_backbone, layer, batch_size
+        self._steps: dict[bool, Any] = {}
+        self.last_fit_seconds = 0.0
+
+    # ---- pieces ----
+
+    def _inputs(self, images01: np.ndarray) -> np.ndarray:
+        return self.backbone.preprocess(images01)
+
+    def embed(self, images01: np.ndarray, training: bool) -> np.ndarray:
+        """Embeddings of [0, 1] images (batch statistics: all in one batch; else in ``batch_size`` chunks)."""
+        model, inputs = self.backbone.model, self._inputs(images01)
+        if training:
+            return np.asarray(model(inputs, training=True)[self.layer], np.float32)
+        parts = [np.asarray(model(inputs[i:i + self.batch_size], training=False)[self.layer], np.float32)
+                 for i in range(0, len(inputs), self.batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    def _variables(self) -> list:
+        return list(self.backbone.model.trainable_variables) if self.adapt_backbone else []
+
+    def _step(self, training: bool):
+        """One compiled inner SGD step: updates the backbone in place, returns (loss, new W, new b)."""
+        if training not in self._steps:
+            import tensorflow as tf
+
+            model, layer, lr, variables = self.backbone.model, self.layer, self.learning_rate, self._variables()
+
+            @tf.function(reduce_retracing=True)
+            def step(inputs, labels, weights, bias):
+                with tf.GradientTape() as tape:
+                    tape.watch([weights, bias])
+                    logits = tf.matmul(model(inputs, training=training)[layer], weights) + bias
+                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+                grads = tape.gradient(loss, [weights, bias, *variables])
+                for variable, grad in zip(variables, grads[2:]):
+                    if grad is not None:
+                        variable.assign_sub(lr * grad)
+                return loss, weights - lr * grads[0], bias - lr * grads[1]
+
+            self._steps[training] = step
+        return self._steps[training]
+
+    def inner_loop(self, support: Examples, head: tuple[Any, Any], steps: int, training: bool) -> tuple[Any, Any]:
+        """``steps`` SGD steps on the support set from ``head``; the backbone changes in place."""
+        import tensorflow as tf
+
+        weights, bias = tf.constant(head[0]), tf.constant(head[1])
+        inputs, labels = tf.constant(self._inputs(support.images)), tf.constant(support.labels, tf.int64)
+        step = self._step(training)
+        for k in range(steps):
+            loss, weights, bias = step(inputs, labels, weights, bias)
+            if not np.isfinite(float(loss)):
+                raise LearnerError(f"protomaml: the inner loop diverged at step {k + 1} of {steps} (loss "
+                                   f"{float(loss)}); lower learning_rate (now {self.learning_rate})")
+        return weights, bias
+
+    # ---- evaluation ----
+
+    def fit(self, support: Examples, num_classes: int,
+            validation: Optional[ValidationSplit] = None) -> Predictor:
+        start = time.perf_counter()
+        check_support(support, num_classes)
+        model = self.backbone.model
+        training = self.batch_norm == "batch"
+        saved = model.get_weights()
+        try:
+            embeddings = check_finite(self.embed(support.images, training), "protomaml: the support embeddings")
+            head = prototype_head(prototypes(embeddings, support.labels, num_classes))
+            weights, bias = self.inner_loop(support, head, self.num_steps, training)
+            adapted = model.get_weights() if self.adapt_backbone and self.num_steps else None
+        finally:
+            model.set_weights(saved)
+        head = (check_finite(weights.numpy(), "protomaml: the adapted head"), bias.numpy())
+        self.last_fit_seconds = time.perf_counter() - start
+        return _ProtoMAMLPredictor(self, adapted, head)
+
+    # ---- meta-training ----
+
+    def trainable_variables(self) -> list:
+        return list(self.backbone.model.trainable_variables)
+
+    def meta_train_step(self, task: Task, optimizer: Any) -> dict[str, float]:
+        """One first-order episode (see the module docstring); batch statistics throughout."""
+        import tensorflow as tf
+
+        support, query = episode_arrays(task)
+        model, variables = self.backbone.model, self.trainable_variables()
+        initial = [tf.identity(v) for v in variables]
+        s_inputs, q_inputs = self._inputs(support.images), self._inputs(query.images)
+        head = tf_prototype_head(tf_prototypes(model(s_inputs, training=True)[self.layer], support.labels,
+                                               task.num_classes))
+        weights, bias = self.inner_loop(support, (head[0].numpy(), head[1].numpy()), self.train_num_steps, True)
+        with tf.GradientTape() as tape:
+            tape.watch([weights, bias])
+            logits = tf.matmul(model(q_inputs, training=True)[self.layer], weights) + bias
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(query.labels, logits))
+        if not np.isfinite(float(loss)):
+            raise LearnerError(f"protomaml meta-training diverged on episode {task.key} (query loss "
+                               f"{float(loss)}); lower the learning rates")
+        grads = tape.gradient(loss, [weights, bias, *variables])
+        for variable, value in zip(variables, initial):  # first order: the adapted gradient moves the start
+            variable.assign(value)
+        with tf.GradientTape() as tape:  # the head's gradient, back through the prototype initialisation
+            w0, b0 = tf_prototype_head(tf_prototypes(model(s_inputs, training=True)[self.layer], support.labels,
+                                                     task.num_classes))
+            surrogate = tf.reduce_sum(grads[0] * w0) + tf.reduce_sum(grads[1] * b0)
+        through_head = tape.gradient(surrogate, variables)
+        total = [a if b is None else b if a is None else a + b for a, b in zip(grads[2:], through_head)]
+        optimizer.apply_gradients([(g, v) for g, v in zip(total, variables) if g is not None])
+        accuracy = float(np.mean(np.argmax(logits.numpy(), 1) == query.labels))
+        return {"loss": float(loss), "accuracy": accuracy}
+
+    def meta_train(self, tasks: Iterable[Task], learning_rate: float = 1e-3) -> None:
+        """Meta-train the backbone on ``tasks`` with Adam (no checkpoints; see ``fewshot-bench train``)."""
+        import keras
+
+        optimizer = keras.optimizers.Adam(learning_rate)
+        for task in tasks:
+            self.meta_train_step(task, optimizer)
