@@ -195,3 +195,20 @@ def test_board_means_agree_with_the_evaluator_summary(tmp_path):
     assert row.vtab.mean == pytest.approx(100 * summary.benchmark_means["vtab"])
     assert row.md.mean == pytest.approx(100 * summary.benchmark_means["md"])
     assert row.overall == pytest.approx(100 * summary.overall)
+
+
+def test_export_uses_the_runs_table(tmp_path):
+    from fewshot_bench.tasks import Suite, TaskSource
+
+    run = _mini_db(tmp_path / "r.sqlite")
+    # The run expected 4 photo episodes (3 are recorded) and ran at 32 px.
+    sources = [TaskSource(s, g, POOLED, 1, None) for s, g in MINI_VTAB]
+    sources += [TaskSource("mini_fonts", "md", EPISODES, 2, None, "md"),
+                TaskSource("mini_photos", "md", EPISODES, 4, None, "md")]
+    db = ResultsDB(tmp_path / "r.sqlite")
+    db.start_run(run, Suite("mini", tuple(sources)), versions={"numpy": "1"})
+    db.close()
+    (sub,), _ = export_runs(tmp_path / "r.sqlite")
+    assert sub.image_size == 32
+    assert "mini_photos" not in {f.source for f in sub.results} and "mini_fonts" in {f.source for f in sub.results}
+    assert sub.provenance["incomplete"] == ["mini_photos: 3/4 done"]

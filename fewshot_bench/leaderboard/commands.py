@@ -14,8 +14,8 @@ from typing import Optional, Sequence
 
 from fewshot_bench.errors import ConfigError, DataError
 
-# What the shipped backbones were pretrained on, and the input size the board evaluates them at.
-BOARD_BACKBONES = {"efficientnet_lite0": ("ILSVRC-2012 (ImageNet-1k) classification", 224)}
+# What the shipped backbones were pretrained on.
+BOARD_BACKBONES = {"efficientnet_lite0": "ILSVRC-2012 (ImageNet-1k) classification"}
 BOARD_NAME = "board"
 BOARD_TITLE = "fewshot_bench leaderboard: published references and the mini suite"
 
@@ -111,6 +111,7 @@ def cmd_submission_check(args: argparse.Namespace) -> int:
 
 
 def _evaluate_mini(learner: str, backbone: str, image_size: int, results: Path) -> None:
+    """``fewshot-bench evaluate`` on mini in a fresh process (each learner's gin state stays its own)."""
     command = [sys.executable, "-m", "fewshot_bench.cli", "evaluate", "--suite", "mini", "--learner", learner,
                "--backbone", backbone, "--image_size", str(image_size), "--results", str(results), "--no_progress"]
     print("+ " + " ".join(command), flush=True)
@@ -118,12 +119,13 @@ def _evaluate_mini(learner: str, backbone: str, image_size: int, results: Path) 
         raise DataError(f"evaluating {learner} on mini failed (see above); the board was not regenerated")
 
 
-def mini_board_submissions(results: Path, learners: Sequence[str], backbone: str) -> tuple[list, list[str]]:
-    """The mini runs of ``learners`` on ``backbone`` with the default configuration, seed 0, as submissions."""
+def mini_board_submissions(results: Path, learners: Sequence[str], backbone: str,
+                           size: int) -> tuple[list, list[str]]:
+    """The mini runs of ``learners`` on ``backbone`` at ``size`` px, default configuration, seed 0."""
     from fewshot_bench.evaluation.results import RunInfo
     from fewshot_bench.leaderboard.export import export_runs
 
-    pretraining, size = BOARD_BACKBONES[backbone]
+    pretraining = BOARD_BACKBONES[backbone]
     # The configuration hash of `fewshot-bench evaluate` without gin files or bindings, at `size` px.
     hashes = {RunInfo("mini", learner, "", f"{learner}\n", 0, size).config_hash for learner in learners}
     subs, notes = export_runs(results, pretraining_data=pretraining, image_size=size, config_hashes=hashes)
@@ -136,7 +138,7 @@ def mini_board_submissions(results: Path, learners: Sequence[str], backbone: str
 
 
 def regenerate_board(root: Path, results: Optional[Path] = None, learners: Sequence[str] = (),
-                     backbone: str = "efficientnet_lite0") -> list[Path]:
+                     backbone: str = "efficientnet_lite0", image_size: Optional[int] = None) -> list[Path]:
     """Rebuild ``root/board.{md,csv,html}`` from ``root/references`` and ``root/mini``.
 
     With ``results``, ``root/mini/results.jsonl`` is first rewritten from the
@@ -151,7 +153,9 @@ def regenerate_board(root: Path, results: Optional[Path] = None, learners: Seque
                           "the leaderboards folder")
     notes: list[str] = []
     if results is not None:
-        subs, notes = mini_board_submissions(results, learners, backbone)
+        if image_size is None:
+            raise ConfigError("regenerating mini results needs the image size of the runs to take")
+        subs, notes = mini_board_submissions(results, learners, backbone, image_size)
         write_submissions(mini / "results.jsonl", subs)
     files = sorted(p for folder in (references, mini) if folder.is_dir()
                    for p in folder.glob("*.json*") if p.suffix in (".json", ".jsonl"))
@@ -162,7 +166,7 @@ def regenerate_board(root: Path, results: Optional[Path] = None, learners: Seque
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from fewshot_bench.cli import home
+    from fewshot_bench.cli import QUICKSTART_IMAGE_SIZE, home
 
     if args.backbone not in BOARD_BACKBONES:
         raise ConfigError(f"--backbone {args.backbone!r}: the board knows the pretraining data of "
@@ -172,11 +176,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         from fewshot_bench.learners import LEARNERS
 
         learners = LEARNERS.names()
+    size = args.image_size or QUICKSTART_IMAGE_SIZE
     results = Path(args.results) if args.results else (home() / "results.sqlite" if args.evaluate else None)
     if args.evaluate:
         for learner in learners:
-            _evaluate_mini(learner, args.backbone, BOARD_BACKBONES[args.backbone][1], results)
-    for path in regenerate_board(Path(args.root), results, learners, args.backbone):
+            _evaluate_mini(learner, args.backbone, size, results)
+    for path in regenerate_board(Path(args.root), results, learners, args.backbone, size):
         print(path)
     return 0
 
@@ -219,6 +224,7 @@ def add_commands(subparsers) -> None:
                                      "$FEWSHOT_BENCH_HOME/results.sqlite); refreshes mini/results.jsonl")
     p.add_argument("--learner", action="append", help="learners to include (default: every registered one)")
     p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--image_size", type=int, help="input size (default: quickstart's, so its run is reused)")
     p.set_defaults(func=cmd_leaderboard)
 
 

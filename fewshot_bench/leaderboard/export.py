@@ -4,7 +4,9 @@ Each run (suite, learner, backbone, configuration, seed) becomes one
 submission. Its figures come from :func:`fewshot_bench.evaluation.scores.summarize`,
 so they follow the evaluator's scoring rules exactly: VTAB tasks pooled over
 their query examples, MD sources as mean ± 1.96·std/√n over episodes. A source
-with a failed task is left out (and named under ``provenance.incomplete``).
+with a failed or unfinished task is left out (and named under
+``provenance.incomplete``); the tasks a run expects and its image size come
+from the database's ``runs`` table where it has one.
 """
 
 from __future__ import annotations
@@ -47,6 +49,20 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _run_records(conn: sqlite3.Connection) -> dict[str, tuple[int, dict[str, int]]]:
+    """``run_key -> (image_size, expected tasks per source)`` from the ``runs`` table (absent in old files)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'").fetchone():
+        return {}
+    records = {}
+    for key, image_size, expected in conn.execute("SELECT run_key, image_size, expected FROM runs"):
+        try:
+            counts = {str(k): int(v) for k, v in json.loads(expected).items()}
+        except (ValueError, TypeError, AttributeError):
+            counts = {}
+        records[key] = (int(image_size), counts)
+    return records
+
+
 def export_runs(path: str | Path, *, method: Optional[str] = None, pretraining_data: str = "not stated",
                 image_size: Optional[int] = None, run_keys: Optional[set[str]] = None,
                 config_hashes: Optional[set[str]] = None) -> tuple[list[Submission], list[str]]:
@@ -54,12 +70,14 @@ def export_runs(path: str | Path, *, method: Optional[str] = None, pretraining_d
 
     ``method`` defaults to the learner name, followed by the seed and
     configuration hash where several runs of one learner and backbone would
-    otherwise share a name. Runs of suites that are no protocol (test suites)
-    are left out with a note; so are runs with no finished source.
+    otherwise share a name. ``image_size`` defaults to the one the run
+    recorded. Runs of suites that are no protocol (test suites) are left out
+    with a note; so are runs with no finished source.
     """
     path = Path(path)
     conn = _connect(path)
     try:
+        records = _run_records(conn)
         runs = conn.execute(f"SELECT DISTINCT {RUN_COLUMNS} FROM results ORDER BY rowid").fetchall()
         runs = [r for r in dict.fromkeys(runs)
                 if (run_keys is None or r[0] in run_keys) and (config_hashes is None or r[4] in config_hashes)]
@@ -79,8 +97,9 @@ def export_runs(path: str | Path, *, method: Optional[str] = None, pretraining_d
             name = method or learner
             if method is None and names[(suite, learner, backbone)] > 1:
                 name = f"{learner} (seed {seed}, config {config_hash})"
+            size, expected = records.get(run_key, (None, {}))
             submission, incomplete = _submission(
-                [Row(*r) for r in rows], suite, name, backbone, pretraining_data, image_size,
+                [Row(*r) for r in rows], suite, name, backbone, pretraining_data, image_size or size, expected,
                 {"kind": "results-db", "database": path.name, "run_key": run_key, "suite": suite,
                  "learner": learner, "backbone_id": backbone, "config_hash": config_hash, "seed": seed,
                  "versions": _versions(versions)}, origin=f"{path} run {run_key}")
@@ -104,15 +123,18 @@ def _versions(text: str) -> dict[str, Optional[str]]:
 
 
 def _submission(rows: list[Row], protocol: str, method: str, backbone_id: str, pretraining_data: str,
-                image_size: Optional[int], provenance: dict, origin: str) -> tuple[Optional[Submission], list[str]]:
+                image_size: Optional[int], recorded: dict[str, int], provenance: dict,
+                origin: str) -> tuple[Optional[Submission], list[str]]:
+    """One run's submission; a source is expected to have the tasks the run recorded, else those it has."""
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.source] = counts.get(r.source, 0) + 1
-    expected = {s.name: counts.get(s.name, 1) for sources in protocol_parts(protocol).values() for s in sources}
+    expected = {s.name: recorded.get(s.name, counts.get(s.name, 1))
+                for sources in protocol_parts(protocol).values() for s in sources}
     summary = summarize(rows, expected, partial=True)
     figures, incomplete = [], list(summary.missing)
     for s in summary.sources:
-        if s.num_failed or not s.num_tasks:
+        if s.num_failed or s.num_tasks < s.expected:
             continue
         if s.scoring == EPISODES:
             figures.append(Figure(s.source, round(100 * s.accuracy, 4), round(100 * s.interval, 4), s.num_tasks))
