@@ -171,13 +171,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
         mini_main((["--root", args.out] if args.out else []) + (["--force"] if args.force else []))
         return 0
-    from fewshot_bench.datasets.meta_dataset import check_source
+    from data_prep.md_convert import run_prepare_md
 
-    if not (args.check and args.records and args.source):
-        raise ConfigError("prepare md: use --check --records ROOT --source NAME to check converted records")
-    problems = check_source(args.records, args.source)
-    print("\n".join(problems) if problems else f"{args.source}: spec and records agree, every image decodes")
-    return 1 if problems else 0
+    return run_prepare_md(args)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -235,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_episodes)
 
-    p = sub.add_parser("prepare", help="prepare data: vtab (TFDS), mini (the offline suite), md (check records)")
+    p = sub.add_parser("prepare", help="prepare data: vtab (TFDS), mini (the offline suite), md (convert or check)")
     p.add_argument("what", choices=["vtab", "mini", "md"])
     p.add_argument("--data_dir", help="vtab: TFDS data directory")
     p.add_argument("--out", help="mini: where to build (default $FEWSHOT_BENCH_HOME/mini)")
@@ -243,7 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="verify instead of preparing")
     p.add_argument("--records", help="md: records root")
     p.add_argument("--source", help="md: source name")
+    from data_prep.md_convert import add_md_arguments
+    from data_prep.episodes_share import add_commands as add_episode_sharing
+
+    add_md_arguments(p)
     p.set_defaults(func=cmd_prepare)
+    add_episode_sharing(sub)
 
     p = sub.add_parser("status", help="done / failed / pending tasks of every run in a results database")
     p.add_argument("--results", help="results database (default $FEWSHOT_BENCH_HOME/results.sqlite)")
