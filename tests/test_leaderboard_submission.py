@@ -80,6 +80,16 @@ def test_every_problem_is_listed():
     assert "results[0].accuracy_pct: -1 is less than the minimum of 0" in message
 
 
+def test_non_finite_numbers_are_refused(tmp_path):
+    doc = copy.deepcopy(GOOD)
+    doc["results"][0]["accuracy_pct"] = float("nan")       # NaN passes JSON Schema's bounds
+    assert "results[0].accuracy_pct: nan is not a finite number" in _error(doc)
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(GOOD).replace("55.5", "NaN"))
+    with pytest.raises(DataError, match="nan.json: NaN is not a number JSON allows"):
+        read_submissions(path)
+
+
 def test_not_a_json_object():
     assert "(top level): [1, 2] is not of type 'object'" in _error([1, 2])
 

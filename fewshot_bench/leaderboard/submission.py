@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
@@ -126,6 +127,9 @@ def protocol_problems(doc: Mapping[str, Any]) -> list[str]:
         if name in seen:
             problems.append(f"results[{i}].source: {name!r} already given in results[{seen[name]}]")
         seen[name] = i
+        for key in ("accuracy_pct", "ci95_pct"):
+            if key in fig and not math.isfinite(fig[key]):
+                problems.append(f"results[{i}].{key}: {fig[key]} is not a finite number")
         for key in ("ci95_pct", "episodes"):
             if info.benchmark == MD and key not in fig:
                 problems.append(f"results[{i}].{key}: required for Meta-Dataset source {name!r} "
@@ -133,6 +137,9 @@ def protocol_problems(doc: Mapping[str, Any]) -> list[str]:
             if info.benchmark != MD and key in fig:
                 problems.append(f"results[{i}].{key}: VTAB task {name!r} is scored by accuracy pooled over its "
                                 "test set and has no interval or episodes; remove the field")
+    for key, value in doc.get("reported_means", {}).items():
+        if not math.isfinite(value):
+            problems.append(f"reported_means.{key}: {value} is not a finite number")
     if "reported_means" in doc and "vtab" not in parts:
         problems.append(f"reported_means: protocol {doc['protocol']!r} has no VTAB half")
     if not doc["results"] and "reported_means" not in doc:
@@ -164,11 +171,17 @@ def from_dict(doc: Any, origin: str = "") -> Submission:
         notes=doc.get("notes", ""), origin=origin)
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def _parse(text: str, origin: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
         raise DataError(f"invalid submission {origin}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from e
+    except ValueError as e:
+        raise DataError(f"invalid submission {origin}: {e}") from e
 
 
 def read_submissions(path: str | Path) -> list[Submission]:
