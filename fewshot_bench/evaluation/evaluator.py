@@ -30,13 +30,16 @@ class TaskOutcome:
     correct: int
     total: int
     fingerprint: str
+    fit_seconds: float
 
 
 def run_task(learner: Learner, task: Task) -> TaskOutcome:
     """Fit on the support set, predict the query stream, count correct answers."""
     fp = Fingerprint()
     fp.update("support", task.support)
+    fit_start = time.perf_counter()
     predictor = learner.fit(task.support, task.num_classes, task.validation)
+    fit_seconds = time.perf_counter() - fit_start
     correct = total = 0
     for batch in task.query:
         fp.update("query", batch)
@@ -50,7 +53,7 @@ def run_task(learner: Learner, task: Task) -> TaskOutcome:
         total += len(batch)
     if total == 0:
         raise LearnerError(f"task {task.key} has an empty query set")
-    return TaskOutcome(correct, total, fp.hexdigest())
+    return TaskOutcome(correct, total, fp.hexdigest(), fit_seconds)
 
 
 def error_text(error: BaseException) -> str:
@@ -70,7 +73,7 @@ def attempt_task(suite: Suite, source: TaskSource, index: int, learner: Learner,
     try:
         outcome = run_task(learner, suite.task(source, index, run.seed, image_size))
         row = Row(source.name, source.group, source.benchmark, source.scoring, source.task_id(index),
-                  outcome.correct, outcome.total)
+                  outcome.correct, outcome.total, fit_seconds=outcome.fit_seconds)
         return row, outcome.fingerprint, time.perf_counter() - start
     except Exception as error:  # noqa: BLE001 -- one task's failure never ends the run
         log.warning("task %s/%s failed: %s", source.name, source.task_id(index), error_text(error))

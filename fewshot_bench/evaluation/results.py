@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS results (
   total        INTEGER NOT NULL,
   accuracy     REAL,
   seconds      REAL NOT NULL,
+  fit_seconds  REAL NOT NULL DEFAULT 0,
   finished_at  REAL NOT NULL,
   versions     TEXT NOT NULL DEFAULT '{}',
   PRIMARY KEY (run_key, source, task_id)
@@ -153,10 +154,10 @@ class ResultsDB:
         """Write one task's row in its own transaction (replacing an earlier failure)."""
         with self._conn:
             self._conn.execute(
-                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run.key, run.suite, row.benchmark, row.group, row.source, row.scoring, row.task_id,
                  run.learner, run.backbone, run.config_hash, run.seed, fingerprint, row.status, row.error,
-                 row.correct, row.total, row.accuracy if row.total else None, seconds, time.time(),
+                 row.correct, row.total, row.accuracy if row.total else None, seconds, row.fit_seconds, time.time(),
                  json.dumps(versions or {}, sort_keys=True)))
 
     def rows(self, run: RunInfo) -> list[Row]:
@@ -165,7 +166,7 @@ class ResultsDB:
 
     def _iter_rows(self, where: str, args: tuple) -> Iterator[Row]:
         cur = self._conn.execute(
-            f"SELECT source, grp, benchmark, scoring, task_id, correct, total, status, error "
+            f"SELECT source, grp, benchmark, scoring, task_id, correct, total, status, error, fit_seconds "
             f"FROM results {where} ORDER BY source, CAST(task_id AS INTEGER), task_id", args)
-        for source, group, benchmark, scoring, task_id, correct, total, status, error in cur:
-            yield Row(source, group, benchmark, scoring, task_id, correct, total, status, error)
+        for source, group, benchmark, scoring, task_id, correct, total, status, error, fit_seconds in cur:
+            yield Row(source, group, benchmark, scoring, task_id, correct, total, status, error, fit_seconds)

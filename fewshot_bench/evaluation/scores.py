@@ -50,6 +50,7 @@ class Row:
     total: int
     status: str = "ok"    # "ok" or "failed"
     error: str = ""
+    fit_seconds: float = 0.0  # the learner's own adaptation time (Learner.fit), not counting data loading
 
     @property
     def accuracy(self) -> float:
