@@ -46,16 +46,19 @@ class BiT(Learner):
       schedule_scale: multiplies the rule's steps, warmup and decays (small machines); 1.0 = the rule.
       original_size: side of the task's original images (None: the side of the images the learner gets).
       task_name: the VTAB task name for the crop/flip exceptions (None: from the image ids).
+      train_batch_norm: batch norm layers (if any; BiT's ResNets have group norm) use and update
+        batch statistics while training; False keeps them in inference mode (short schedules).
     """
 
     def __init__(self, backbone=None, seed: int = 0, batch_size: int = BASE_BATCH, base_lr: float = BASE_LR,
                  max_crop: Optional[int] = None, schedule_scale: float = 1.0, original_size: Optional[int] = None,
-                 task_name: Optional[str] = None):
+                 task_name: Optional[str] = None, train_batch_norm: bool = True):
         super().__init__(backbone, seed)
         if backbone is None:
             raise ConfigError("bit needs a backbone (--backbone NAME)")
         self.batch_size, self.base_lr, self.max_crop = batch_size, base_lr, max_crop
         self.schedule_scale, self.original_size, self.task_name = schedule_scale, original_size, task_name
+        self.train_batch_norm = train_batch_norm
         self.tuners = TunerCache(backbone)
         self.last_fit_seconds: Optional[float] = None
         self.hyperparams: Optional[HyperParams] = None
@@ -72,7 +75,8 @@ class BiT(Learner):
         flags = augment_flags(self.task_name or task_name_from_ids(support.ids))
         config = TrainConfig(steps=hp.steps, batch_size=hp.batch_size, lr=hp.lr, warmup=hp.warmup,
                              decay_steps=hp.decay_steps, crop=hp.crop, resize=hp.resize,
-                             random_crop=flags.random_crop, flip=flags.flip, mixup_alpha=hp.mixup_alpha)
+                             random_crop=flags.random_crop, flip=flags.flip, mixup_alpha=hp.mixup_alpha,
+                             train_batch_norm=self.train_batch_norm)
         self.hyperparams, self.flags = hp, flags
         tuner = self.tuners.get(hp.crop)
         fitted = tuner.train(support.images, support.labels, num_classes, config, self.seed, name="bit")

@@ -39,12 +39,15 @@ class FineTune(Learner):
       default_lr, default_steps: used when a task has no validation split.
       warmup_fraction, decay_fractions: the schedule, as fractions of the steps.
       flip: random horizontal flips (VTAB's protocol: none).
+      train_batch_norm: batch norm layers use and update batch statistics while training (VTAB);
+        False keeps them in inference mode, which short schedules on small batches need.
     """
 
     def __init__(self, backbone=None, seed: int = 0, learning_rates: Sequence[float] = (0.1, 0.01),
                  steps: Sequence[int] = (2500, 10000), batch_size: int = 512, default_lr: float = 0.01,
                  default_steps: int = 1000, warmup_fraction: float = 0.08,
-                 decay_fractions: Sequence[float] = (0.3, 0.6, 0.9), flip: bool = False):
+                 decay_fractions: Sequence[float] = (0.3, 0.6, 0.9), flip: bool = False,
+                 train_batch_norm: bool = True):
         super().__init__(backbone, seed)
         if backbone is None:
             raise ConfigError("finetune needs a backbone (--backbone NAME)")
@@ -53,6 +56,7 @@ class FineTune(Learner):
         self.sweep_points = tuple(itertools.product(learning_rates, steps))
         self.batch_size, self.default = batch_size, (default_lr, default_steps)
         self.warmup_fraction, self.decay_fractions, self.flip = warmup_fraction, tuple(decay_fractions), flip
+        self.train_batch_norm = train_batch_norm
         self.tuners = TunerCache(backbone)
         self.last_fit_seconds: Optional[float] = None
         self.chosen: Optional[tuple[float, int]] = None
@@ -61,7 +65,7 @@ class FineTune(Learner):
     def config(self, lr: float, steps: int) -> TrainConfig:
         warmup, decays = fraction_schedule(steps, self.warmup_fraction, self.decay_fractions)
         return TrainConfig(steps=steps, batch_size=self.batch_size, lr=lr, warmup=warmup, decay_steps=decays,
-                           crop=self.backbone.image_size, flip=self.flip)
+                           crop=self.backbone.image_size, flip=self.flip, train_batch_norm=self.train_batch_norm)
 
     def _select(self, tuner: FineTuner, validation: ValidationSplit, num_classes: int) -> tuple[float, int]:
         """The sweep point with the best val accuracy (the first on ties; diverging points skipped)."""

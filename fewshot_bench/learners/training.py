@@ -75,6 +75,7 @@ class TrainConfig:
     random_crop: bool = False
     flip: bool = False
     mixup_alpha: float = 0.0
+    train_batch_norm: bool = True
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1 or self.lr < 0 or self.crop < 1:
@@ -175,9 +176,9 @@ class FineTuner:
         model = self.model
 
         @tf.function(reduce_retracing=True)
-        def train_step(images, targets, logit_mask):
+        def train_step(images, targets, logit_mask, training: bool):
             with tf.GradientTape() as tape:
-                logits = head(model(images, training=True)) + logit_mask
+                logits = head(model(images, training=training)) + logit_mask
                 loss = tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(targets, logits))
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
             return loss
@@ -230,7 +231,7 @@ class FineTuner:
                                         rng.permutation(len(idx)))
             lr = learning_rate(step, config.lr, config.warmup, config.decay_steps)
             parts["optimizer"].learning_rate = lr
-            loss = float(parts["step"](self.backbone.preprocess(images), targets, mask))
+            loss = float(parts["step"](self.backbone.preprocess(images), targets, mask, config.train_batch_norm))
             if not np.isfinite(loss) or loss > DIVERGENCE_LOSS:
                 raise LearnerError(f"{name}: the loss diverged ({loss:.3g}) at step {step + 1} of {config.steps} "
                                    f"with learning rate {lr:.3g}; lower the learning rate")
