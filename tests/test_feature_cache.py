@@ -119,6 +119,16 @@ def test_buffer_is_flushed_every_flush_rows_and_at_exit(tmp_path):
     np.testing.assert_array_equal(got[0], np.full(6, 3.0))
 
 
+def test_rows_buffered_across_a_prune_stay_visible(tmp_path):
+    ns = FeatureCache(tmp_path).namespace(parts())
+    ns.put(["p0"], rows(["p0"]))
+    assert prune(tmp_path, everything=True).namespaces == [ns.key]
+    ns.put(["p1"], rows(["p1"]))
+    ns.flush()
+    (info,) = describe(tmp_path)
+    assert (info.key, info.entries, info.dim) == (ns.key, 2, DIM)
+
+
 # ---- concurrency and interruption ----
 
 WRITER = """

@@ -54,6 +54,7 @@ ORPHAN_GRACE_SECONDS = 3600.0
 """Unreferenced shard files younger than this may belong to a writer about to commit."""
 
 _SQL_CHUNK = 500  # ids per SELECT ... IN (...)
+_FLUSH_BYTES = 64 << 20  # buffered rows are written once they hold this much
 _OPEN_SHARDS = 64  # memory maps kept open per namespace (each holds a file descriptor)
 
 _SCHEMA = """
@@ -192,9 +193,9 @@ class FeatureCache:
 class Namespace:
     """Entries of one namespace: :meth:`lookup` rows by image id, :meth:`put` new rows.
 
-    New rows are buffered and written as one shard every ``flush_rows`` rows,
-    on :meth:`flush`, and when the handle is garbage-collected or the process
-    exits normally.
+    New rows are buffered and written as one shard every ``flush_rows`` rows
+    (or 64 MiB), on :meth:`flush`, and when the handle is garbage-collected or
+    the process exits normally.
     """
 
     def __init__(self, cache: FeatureCache, key: str, parts: dict[str, Any], flush_rows: int):
@@ -207,7 +208,7 @@ class Namespace:
         self._maps: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         import weakref
 
-        weakref.finalize(self, Namespace._flush_rows, cache, key, self.directory, self._pending)
+        weakref.finalize(self, Namespace._flush_rows, cache, key, parts, self.directory, self._pending)
 
     # ---- reading ----
 
@@ -304,16 +305,19 @@ class Namespace:
             for image_id, row in zip(ids, rows):
                 if image_id not in self._where:
                     self._pending[image_id] = np.array(row)
-            if len(self._pending) >= self.flush_rows:
+            limit = min(self.flush_rows, max(1, _FLUSH_BYTES // max(1, 4 * rows.shape[1])))
+            if len(self._pending) >= limit:
                 self.flush()
 
     def flush(self) -> None:
         """Write the buffered rows as one shard and commit them to the index."""
         with self._lock:
-            self.stats.written += Namespace._flush_rows(self.cache, self.key, self.directory, self._pending)
+            self.stats.written += Namespace._flush_rows(self.cache, self.key, self.parts, self.directory,
+                                                        self._pending)
 
     @staticmethod
-    def _flush_rows(cache: FeatureCache, key: str, directory: Path, pending: dict[str, np.ndarray]) -> int:
+    def _flush_rows(cache: FeatureCache, key: str, parts: dict[str, Any], directory: Path,
+                    pending: dict[str, np.ndarray]) -> int:
         """Write ``pending`` as a shard, commit, clear it; returns the number of new entries."""
         if not pending:
             return 0
@@ -325,10 +329,13 @@ class Namespace:
         now = time.time()
         statements: list[tuple[str, Sequence[Any]]] = [
             ("INSERT INTO shards (name, namespace, rows, created) VALUES (?, ?, ?, ?)", (name, key, len(ids), now)),
+            # the namespace row again, in case a prune removed it while these rows were buffered
+            ("INSERT OR IGNORE INTO namespaces (key, parts, dim, created, last_used) VALUES (?, ?, ?, ?, ?)",
+             (key, json.dumps(parts, sort_keys=True), array.shape[1], now, now)),
             ("UPDATE namespaces SET dim = ?, last_used = ? WHERE key = ?", (array.shape[1], now, key))]
         statements += [("INSERT OR IGNORE INTO entries (namespace, image_id, shard, row, crc) VALUES (?, ?, ?, ?, ?)",
                         (key, image_id, name, row, row_crc(array[row]))) for row, image_id in enumerate(ids)]
-        inserted = sum(cache.transaction(statements)[2:])
+        inserted = sum(cache.transaction(statements)[3:])
         pending.clear()
         if inserted == 0:  # another process committed every one of these first
             cache.transaction([("DELETE FROM shards WHERE name = ?", (name,))])

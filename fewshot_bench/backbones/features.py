@@ -113,6 +113,10 @@ def mixed_precision_copy(model: Any) -> Optional[Any]:
     try:
         copy = keras.models.clone_model(model, clone_function=clone)
         copy.set_weights(model.get_weights())
+        for layer in copy.layers:  # e.g. Normalization turns its variables into constants here
+            finalize = getattr(layer, "finalize_state", None)
+            if finalize is not None:
+                finalize()
     except Exception as error:  # noqa: BLE001 -- not every model can be rebuilt; float32 then
         log.info("mixed precision unavailable for %s (%s); extracting in float32",
                  getattr(model, "name", model), error)

@@ -56,6 +56,7 @@ KERAS_APPS = {
     **{f"efficientnet_b{i}": KerasApp(f"EfficientNetB{i}", (0.0, 255.0), "efficientnet") for i in range(8)},
 }
 
+LAST_LAYER = {"resnet": "conv5_block3_out", "resnet_v2": "post_relu", "efficientnet": "top_activation"}
 _UNIT = re.compile(r"^conv(\d)_block(\d+)_out$")
 _BLOCK = re.compile(r"^(block\d+[a-z])_")
 
@@ -120,7 +121,7 @@ def _load_app(app: KerasApp, image_size: int, weights: Optional[str], include_to
 def _imagenet_rescale(model: Any) -> None:
     """Keras' ``weights="imagenet"`` extra ``1/sqrt(std)`` rescaling, folded into the Normalization variance."""
     layer = next(layer for layer in model.layers if type(layer).__name__ == "Normalization")
-    variance = np.asarray(layer.adapt_variance).reshape(-1)
+    variance = layer.adapt_variance.numpy().reshape(-1)
     layer.adapt_variance.assign((variance * np.asarray(IMAGENET_STDDEV_RGB)).reshape(layer.adapt_variance.shape))
     layer.finalize_state()
 
@@ -158,14 +159,15 @@ def build_keras_application(app: str = "resnet50", image_size: int = 224, weight
     inputs = keras.Input((image_size, image_size, 3), name="images")
     x = _caffe_layer()(name="caffe_preprocess")(inputs) if spec.family == "resnet" else inputs
     base = _load_app(spec, image_size, weights, include_top, input_tensor=x)
-    rescale = spec.family == "efficientnet" and (imagenet_rescaling if imagenet_rescaling is not None
-                                                 else weights is not None)
-    if rescale and weights != "imagenet":  # Keras did it itself for "imagenet"
-        _imagenet_rescale(base)
+    if spec.family != "efficientnet" or weights == "imagenet":  # Keras rescales by itself for "imagenet"
+        rescale = spec.family == "efficientnet"
+    else:
+        rescale = imagenet_rescaling if imagenet_rescaling is not None else weights is not None
+        if rescale:
+            _imagenet_rescale(base)
     table = feature_layers(base, spec.family)
     outputs = {feature: base.get_layer(layer).output for feature, layer in table.items()}
-    last = base.get_layer("post_relu").output if spec.family == "resnet_v2" else (
-        base.get_layer("conv5_block3_out").output if spec.family == "resnet" else outputs["head"])
+    last = base.get_layer(LAST_LAYER[spec.family]).output
     embedding = keras.layers.GlobalAveragePooling2D(name="pre_logits")(last)
     if spec.family != "efficientnet":
         outputs["pre_logits"] = embedding
