@@ -127,6 +127,11 @@ def test_nan_images_and_divergence_fail_the_task_clearly(tiny):
         FineTune(tiny, **SMALL).fit(bad, 3)
     with pytest.raises(LearnerError, match="diverged .* lower the learning rate"):
         FineTune(tiny, **{**SMALL, "default_lr": 1e6}).fit(task.support, 3)
+    broken = tiny_backbone(8, seed=9)
+    layer = broken.model.get_layer("embedding")
+    layer.set_weights([np.full_like(w, np.nan) for w in layer.get_weights()])
+    with pytest.raises(LearnerError, match="before any update: the backbone's features .* NaN"):
+        FineTune(broken, **SMALL).fit(task.support, 3)
 
 
 def test_sweep_skips_diverging_points_and_fails_when_all_diverge(tiny):

@@ -219,12 +219,12 @@ class FineTuner:
         self.loaded = None
 
         rng = np.random.default_rng(seed)
-        pool = resize_images(images01, config.train_side)
         mask = np.where(np.arange(capacity) < num_classes, 0.0, MASKED_LOGIT).astype(np.float32)
         one_hot = np.eye(capacity, dtype=np.float32)[labels]
         losses = []
-        for step, idx in enumerate(batch_indices(len(pool), config.batch_size, config.steps, rng)):
-            images = augment(pool[idx], config.crop, config.random_crop, config.flip, rng)
+        for step, idx in enumerate(batch_indices(len(images01), config.batch_size, config.steps, rng)):
+            images = augment(resize_images(images01[idx], config.train_side), config.crop, config.random_crop,
+                             config.flip, rng)
             targets = one_hot[idx]
             if config.mixup_alpha > 0:
                 images, targets = mixup(images, targets, float(rng.beta(config.mixup_alpha, config.mixup_alpha)),
@@ -232,6 +232,9 @@ class FineTuner:
             lr = learning_rate(step, config.lr, config.warmup, config.decay_steps)
             parts["optimizer"].learning_rate = lr
             loss = float(parts["step"](self.backbone.preprocess(images), targets, mask, config.train_batch_norm))
+            if step == 0 and not np.isfinite(loss):  # computed before any update
+                raise LearnerError(f"{name}: the loss is {loss} before any update: the backbone's features of "
+                                   f"the support images are NaN or infinite")
             if not np.isfinite(loss) or loss > DIVERGENCE_LOSS:
                 raise LearnerError(f"{name}: the loss diverged ({loss:.3g}) at step {step + 1} of {config.steps} "
                                    f"with learning rate {lr:.3g}; lower the learning rate")
