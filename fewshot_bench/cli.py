@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_md_arguments(p)
     p.set_defaults(func=cmd_prepare)
     add_episode_sharing(sub)
+    from fewshot_bench.leaderboard.commands import add_commands as add_leaderboard_commands
+
+    add_leaderboard_commands(sub)
 
     p = sub.add_parser("status", help="done / failed / pending tasks of every run in a results database")
     p.add_argument("--results", help="results database (default $FEWSHOT_BENCH_HOME/results.sqlite)")
@@ -256,11 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NO_TENSORFLOW = {"report", "submission", "leaderboard", "status"}  # commands that never touch a model
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from fewshot_bench.evaluation.job import quiet_tensorflow
+    if args.command not in NO_TENSORFLOW:
+        from fewshot_bench.evaluation.job import quiet_tensorflow
 
-    quiet_tensorflow()
+        quiet_tensorflow()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
