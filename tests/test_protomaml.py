@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fewshot_bench.errors import ConfigError, LearnerError
-from fewshot_bench.learners.protomaml import ProtoMAML, prototype_head
+from fewshot_bench.learners.protomaml import ProtoMAML, diverged, prototype_head
 from fewshot_bench.learners.protonet import ProtoNet
 from fewshot_bench.tasks import Examples
 
@@ -46,14 +46,15 @@ def test_head_initialisation_reproduces_protonet_before_any_step(digits, bn_back
 def test_inner_loop_adapts_then_restores_the_backbone(digits, bn_backbone):
     support, query = _examples(digits, np.arange(40)), _examples(digits, np.arange(500, 600))
     before = [w.copy() for w in bn_backbone.model.get_weights()]
-    learner = ProtoMAML(bn_backbone, num_steps=5, learning_rate=0.01)
+    learner = ProtoMAML(bn_backbone, num_steps=5, learning_rate=0.001)
     predictor = learner.fit(support, 10)
+    assert len(learner.support_losses) == 6 and learner.support_losses[-1] < learner.support_losses[0]
     adapted = predictor.predict(query.unlabelled())
     unchanged = lambda: all(np.array_equal(a, b) for a, b in zip(before, bn_backbone.model.get_weights()))  # noqa
     assert unchanged()
     assert not np.allclose(adapted, ProtoMAML(bn_backbone, num_steps=0).fit(support, 10).predict(query))
     assert unchanged()
-    again = ProtoMAML(bn_backbone, num_steps=5, learning_rate=0.01)
+    again = ProtoMAML(bn_backbone, num_steps=5, learning_rate=0.001)
     again.fit(_examples(digits, np.arange(100, 130), prefix="other"), 10)  # another task first
     np.testing.assert_allclose(again.fit(support, 10).predict(query.unlabelled()), adapted, rtol=1e-5, atol=1e-5)
     assert learner.last_fit_seconds > 0
@@ -61,13 +62,19 @@ def test_inner_loop_adapts_then_restores_the_backbone(digits, bn_backbone):
 
 def test_head_only_adaptation_and_transductive_batch_norm(digits, bn_backbone):
     support, query = _examples(digits, np.arange(40)), _examples(digits, np.arange(500, 700))
-    head_only = ProtoMAML(bn_backbone, num_steps=10, learning_rate=0.01, adapt_backbone=False).fit(support, 10)
+    head_only = ProtoMAML(bn_backbone, num_steps=10, learning_rate=0.001, adapt_backbone=False).fit(support, 10)
     assert head_only.weights is None  # the backbone is not copied when it does not adapt
     assert (head_only.predict(query).argmax(1) == query.labels).mean() > 0.5
-    batch = ProtoMAML(bn_backbone, num_steps=3, learning_rate=0.01, batch_norm="batch").fit(support, 10)
+    batch = ProtoMAML(bn_backbone, num_steps=3, learning_rate=0.001, batch_norm="batch").fit(support, 10)
     assert (batch.predict(query).argmax(1) == query.labels).mean() > 0.5
     with pytest.raises(ConfigError, match="batch_norm"):
         ProtoMAML(bn_backbone, batch_norm="frozen")
+
+
+def test_divergence_rule():
+    assert not diverged(5.0, 2.0, 2.0) and diverged(5.01, 2.0, 2.0)  # limit 2 * 2 + 1
+    assert not diverged(0.9, 1e-6, 2.0)  # a nearly perfect start may rise a little
+    assert diverged(float("nan"), 1.0, 2.0) and diverged(float("inf"), 1.0, 2.0)
 
 
 def test_divergence_and_missing_classes_stop_the_task(digits, bn_backbone):
@@ -75,6 +82,8 @@ def test_divergence_and_missing_classes_stop_the_task(digits, bn_backbone):
     before = [w.copy() for w in bn_backbone.model.get_weights()]
     with pytest.raises(LearnerError, match="diverged"):
         ProtoMAML(bn_backbone, num_steps=20, learning_rate=1e8).fit(support, 10)
+    with pytest.raises(LearnerError, match=r"diverged \(after step 1 of 3"):  # finite but rising loss
+        ProtoMAML(bn_backbone, num_steps=3, learning_rate=1.0).fit(support, 10)
     assert all(np.array_equal(a, b) for a, b in zip(before, bn_backbone.model.get_weights()))
     with pytest.raises(LearnerError, match="no support example"):
         ProtoMAML(bn_backbone).fit(support.take(np.flatnonzero(support.labels != 4)), 10)
@@ -103,7 +112,7 @@ def test_meta_train_step_with_inner_steps_learns(digits):
 
     from fewshot_bench.backbones.meta_nets import conv4
 
-    learner = ProtoMAML(conv4(image_size=16, seed=2), train_num_steps=2, learning_rate=0.01)
+    learner = ProtoMAML(conv4(image_size=16, seed=2), train_num_steps=2, learning_rate=0.001)
     optimizer = keras.optimizers.Adam(1e-2)
     task = toy_episode(digits, 0)
     losses = [learner.meta_train_step(task, optimizer)["loss"] for _ in range(6)]

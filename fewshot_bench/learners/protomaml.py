@@ -10,6 +10,11 @@ Rules:
   on the support set's cross-entropy, over the head and (``adapt_backbone``)
   every trainable variable of the backbone. Meta-Dataset's presets: 10 steps at
   ``0.0054``, and a variant with 100 steps at evaluation (``gin/learners/``).
+- Divergence (:func:`diverged`): if the support loss, before any step or after
+  the last, exceeds ``divergence_factor * initial + 1`` (or is not finite), the
+  task stops with a LearnerError rather than scoring a wrecked backbone. The
+  MD-v2 step size suits backbones meta-trained with it; an ImageNet backbone
+  with large embeddings needs a smaller one (``gin/learners/protomaml_mini.gin``).
 - Batch norm (``batch_norm``): ``"moving"`` normalises with the backbone's
   moving statistics everywhere (only the affine parameters adapt);
   ``"batch"`` uses the statistics of the support set in the inner loop and of
@@ -54,6 +59,11 @@ def tf_prototype_head(protos: Any) -> tuple[Any, Any]:
     return 2.0 * tf.transpose(protos), -tf.reduce_sum(protos ** 2, axis=1)
 
 
+def diverged(loss: float, initial: float, factor: float) -> bool:
+    """True if ``loss`` is not finite or exceeds ``factor * initial + 1`` (inner-loop divergence)."""
+    return not np.isfinite(loss) or loss > factor * initial + 1.0
+
+
 class _WeightsSwap:
     """Puts a weight list into the model for the duration of a ``with`` block, then restores the old one."""
 
@@ -94,12 +104,15 @@ class ProtoMAML(Learner):
       adapt_backbone: adapt the backbone in the inner loop (False: the head only).
       layer: the backbone output used as the embedding.
       batch_size: images per forward pass at prediction with moving statistics.
+      divergence_factor: the task stops with an error when the support loss, at
+        any step or after the last, exceeds ``factor * initial loss + 1``
+        (:func:`diverged`): a learning rate too large for the backbone's scale.
     """
 
     def __init__(self, backbone: Optional[Backbone] = None, seed: int = 0, num_steps: int = 10,
                  train_num_steps: Optional[int] = None, learning_rate: float = 0.0054,
                  batch_norm: str = "moving", adapt_backbone: bool = True, layer: str = "embedding",
-                 batch_size: int = 64):
+                 batch_size: int = 64, divergence_factor: float = 2.0):
         super().__init__(backbone, seed)
         if backbone is None:
             raise ConfigError("protomaml needs a backbone (--backbone NAME)")
@@ -111,7 +124,9 @@ class ProtoMAML(Learner):
         self.train_num_steps = num_steps if train_num_steps is None else train_num_steps
         self.learning_rate, self.batch_norm = learning_rate, batch_norm
         self.adapt_backbone, self.layer, self.batch_size = adapt_backbone, layer, batch_size
-        self._steps: dict[bool, Any] = {}
+        self.divergence_factor = divergence_factor
+        self.support_losses: list[float] = []  # support loss before each inner step and after the last
+        self._steps: dict[Any, Any] = {}
         self.last_fit_seconds = 0.0
 
     # ---- pieces ----
@@ -153,18 +168,46 @@ class ProtoMAML(Learner):
             self._steps[training] = step
         return self._steps[training]
 
+    def _support_loss(self, training: bool):
+        key = ("loss", training)
+        if key not in self._steps:
+            import tensorflow as tf
+
+            model, layer = self.backbone.model, self.layer
+
+            @tf.function(reduce_retracing=True)
+            def loss(inputs, labels, weights, bias):
+                logits = tf.matmul(model(inputs, training=training)[layer], weights) + bias
+                return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+            self._steps[key] = loss
+        return self._steps[key]
+
     def inner_loop(self, support: Examples, head: tuple[Any, Any], steps: int, training: bool) -> tuple[Any, Any]:
-        """``steps`` SGD steps on the support set from ``head``; the backbone changes in place."""
+        """``steps`` SGD steps on the support set from ``head``; the backbone changes in place.
+
+        Raises LearnerError when the support loss diverges (see ``divergence_factor``).
+        """
         import tensorflow as tf
 
         weights, bias = tf.constant(head[0]), tf.constant(head[1])
         inputs, labels = tf.constant(self._inputs(support.images)), tf.constant(support.labels, tf.int64)
         step = self._step(training)
-        for k in range(steps):
-            loss, weights, bias = step(inputs, labels, weights, bias)
-            if not np.isfinite(float(loss)):
-                raise LearnerError(f"protomaml: the inner loop diverged at step {k + 1} of {steps} (loss "
-                                   f"{float(loss)}); lower learning_rate (now {self.learning_rate})")
+        first = None
+        self.support_losses = []
+        for k in range(steps + 1 if steps else 0):
+            if k < steps:
+                loss, weights, bias = step(inputs, labels, weights, bias)  # the loss before this step
+            else:
+                loss = self._support_loss(training)(inputs, labels, weights, bias)  # after the last step
+            loss = float(loss)
+            first = loss if first is None else first
+            self.support_losses.append(loss)
+            if diverged(loss, first, self.divergence_factor):
+                when = f"after step {k} of {steps}" if k else "before the first step"
+                raise LearnerError(f"protomaml: the inner loop diverged ({when}: support loss {loss:.4g}, "
+                                   f"initially {first:.4g}); lower learning_rate (now {self.learning_rate}) "
+                                   f"for this backbone")
         return weights, bias
 
     # ---- evaluation ----
