@@ -39,6 +39,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -206,8 +207,6 @@ class Namespace:
         self._pending: dict[str, np.ndarray] = {}
         self._where: dict[str, tuple[str, int, int]] = {}  # image id -> (shard, row, crc)
         self._maps: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
-        import weakref
-
         weakref.finalize(self, Namespace._flush_rows, cache, key, parts, self.directory, self._pending)
 
     # ---- reading ----
