@@ -117,3 +117,12 @@ def test_meta_train_step_with_inner_steps_learns(digits):
     task = toy_episode(digits, 0)
     losses = [learner.meta_train_step(task, optimizer)["loss"] for _ in range(6)]
     assert losses[-1] < losses[0]
+
+
+def test_chunked_inner_steps_take_the_same_step(digits, bn_backbone):
+    support, query = _examples(digits, np.arange(30)), _examples(digits, np.arange(500, 560))
+    whole = ProtoMAML(bn_backbone, num_steps=3, learning_rate=0.001)
+    chunked = ProtoMAML(bn_backbone, num_steps=3, learning_rate=0.001, inner_batch_size=7)  # 7+7+7+7+2
+    expected = whole.fit(support, 10).predict(query.unlabelled())
+    np.testing.assert_allclose(chunked.fit(support, 10).predict(query.unlabelled()), expected, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(chunked.support_losses, whole.support_losses, rtol=1e-4)

@@ -104,6 +104,8 @@ class ProtoMAML(Learner):
       adapt_backbone: adapt the backbone in the inner loop (False: the head only).
       layer: the backbone output used as the embedding.
       batch_size: images per forward pass at prediction with moving statistics.
+      inner_batch_size: support examples per forward/backward pass of an inner step
+        (None: all at once); the step's gradient is always the whole support set's.
       divergence_factor: the task stops with an error when the support loss, at
         any step or after the last, exceeds ``factor * initial loss + 1``
         (:func:`diverged`): a learning rate too large for the backbone's scale.
@@ -112,7 +114,7 @@ class ProtoMAML(Learner):
     def __init__(self, backbone: Optional[Backbone] = None, seed: int = 0, num_steps: int = 10,
                  train_num_steps: Optional[int] = None, learning_rate: float = 0.0054,
                  batch_norm: str = "moving", adapt_backbone: bool = True, layer: str = "embedding",
-                 batch_size: int = 64, divergence_factor: float = 2.0):
+                 batch_size: int = 64, inner_batch_size: Optional[int] = None, divergence_factor: float = 2.0):
         super().__init__(backbone, seed)
         if backbone is None:
             raise ConfigError("protomaml needs a backbone (--backbone NAME)")
@@ -124,7 +126,9 @@ class ProtoMAML(Learner):
         self.train_num_steps = num_steps if train_num_steps is None else train_num_steps
         self.learning_rate, self.batch_norm = learning_rate, batch_norm
         self.adapt_backbone, self.layer, self.batch_size = adapt_backbone, layer, batch_size
-        self.divergence_factor = divergence_factor
+        self.divergence_factor, self.inner_batch_size = divergence_factor, inner_batch_size
+        if inner_batch_size is not None and inner_batch_size < 1:
+            raise ConfigError(f"protomaml: inner_batch_size={inner_batch_size} must be positive (or None: all at once)")
         self.support_losses: list[float] = []  # support loss before each inner step and after the last
         self._steps: dict[Any, Any] = {}
         self.last_fit_seconds = 0.0
@@ -146,61 +150,69 @@ class ProtoMAML(Learner):
     def _variables(self) -> list:
         return list(self.backbone.model.trainable_variables) if self.adapt_backbone else []
 
-    def _step(self, training: bool):
-        """One compiled inner SGD step: updates the backbone in place, returns (loss, new W, new b)."""
-        if training not in self._steps:
+    def _compiled(self, kind: str, training: bool):
+        """Compiled pieces of the inner loop (built once per learner).
+
+        ``"grad"``: (summed support loss of a chunk, gradients for W, b and the adapted
+        variables); ``"loss"``: the summed loss of a chunk; ``"apply"``: ``v -= lr * g``
+        for the adapted variables.
+        """
+        key = (kind, training)
+        if key not in self._steps:
             import tensorflow as tf
 
             model, layer, lr, variables = self.backbone.model, self.layer, self.learning_rate, self._variables()
 
-            @tf.function(reduce_retracing=True)
-            def step(inputs, labels, weights, bias):
+            def summed_loss(inputs, labels, weights, bias):
+                logits = tf.matmul(model(inputs, training=training)[layer], weights) + bias
+                return tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+
+            def grad(inputs, labels, weights, bias):
                 with tf.GradientTape() as tape:
                     tape.watch([weights, bias])
-                    logits = tf.matmul(model(inputs, training=training)[layer], weights) + bias
-                    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-                grads = tape.gradient(loss, [weights, bias, *variables])
-                for variable, grad in zip(variables, grads[2:]):
-                    if grad is not None:
-                        variable.assign_sub(lr * grad)
-                return loss, weights - lr * grads[0], bias - lr * grads[1]
+                    loss = summed_loss(inputs, labels, weights, bias)
+                targets = [weights, bias, *variables]
+                grads = tape.gradient(loss, targets)
+                return loss, [tf.zeros_like(t) if g is None else g for t, g in zip(targets, grads)]
 
-            self._steps[training] = step
-        return self._steps[training]
+            def apply(grads):
+                for variable, g in zip(variables, grads):
+                    variable.assign_sub(lr * g)
+                return tf.constant(0)
 
-    def _support_loss(self, training: bool):
-        key = ("loss", training)
-        if key not in self._steps:
-            import tensorflow as tf
-
-            model, layer = self.backbone.model, self.layer
-
-            @tf.function(reduce_retracing=True)
-            def loss(inputs, labels, weights, bias):
-                logits = tf.matmul(model(inputs, training=training)[layer], weights) + bias
-                return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
-
-            self._steps[key] = loss
+            fn = {"grad": grad, "loss": summed_loss, "apply": apply}[kind]
+            self._steps[key] = tf.function(fn, reduce_retracing=True)
         return self._steps[key]
 
     def inner_loop(self, support: Examples, head: tuple[Any, Any], steps: int, training: bool) -> tuple[Any, Any]:
         """``steps`` SGD steps on the support set from ``head``; the backbone changes in place.
 
-        Raises LearnerError when the support loss diverges (see ``divergence_factor``).
+        Each step's gradient is the full support set's, summed over chunks of
+        ``inner_batch_size`` examples (the same step, less memory; with batch
+        statistics each chunk is normalised by its own). Raises LearnerError when
+        the support loss diverges (see ``divergence_factor``).
         """
         import tensorflow as tf
 
+        n = len(support)
+        size = self.inner_batch_size or n
+        inputs = self._inputs(support.images)
+        chunks = [(tf.constant(inputs[i:i + size]), tf.constant(support.labels[i:i + size], tf.int64))
+                  for i in range(0, n, size)]
         weights, bias = tf.constant(head[0]), tf.constant(head[1])
-        inputs, labels = tf.constant(self._inputs(support.images)), tf.constant(support.labels, tf.int64)
-        step = self._step(training)
+        grad_fn, loss_fn, apply_fn = (self._compiled(kind, training) for kind in ("grad", "loss", "apply"))
         first = None
         self.support_losses = []
         for k in range(steps + 1 if steps else 0):
             if k < steps:
-                loss, weights, bias = step(inputs, labels, weights, bias)  # the loss before this step
+                total, grads = 0.0, None
+                for x, y in chunks:
+                    loss, chunk_grads = grad_fn(x, y, weights, bias)
+                    total += float(loss)
+                    grads = chunk_grads if grads is None else [a + b for a, b in zip(grads, chunk_grads)]
             else:
-                loss = self._support_loss(training)(inputs, labels, weights, bias)  # after the last step
-            loss = float(loss)
+                total = sum(float(loss_fn(x, y, weights, bias)) for x, y in chunks)
+            loss = total / n  # the support loss after k steps
             first = loss if first is None else first
             self.support_losses.append(loss)
             if diverged(loss, first, self.divergence_factor):
@@ -208,6 +220,11 @@ class ProtoMAML(Learner):
                 raise LearnerError(f"protomaml: the inner loop diverged ({when}: support loss {loss:.4g}, "
                                    f"initially {first:.4g}); lower learning_rate (now {self.learning_rate}) "
                                    f"for this backbone")
+            if k < steps:
+                grads = [g / n for g in grads]
+                weights, bias = weights - self.learning_rate * grads[0], bias - self.learning_rate * grads[1]
+                if grads[2:]:
+                    apply_fn(grads[2:])
         return weights, bias
 
     # ---- evaluation ----
