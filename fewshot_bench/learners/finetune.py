@@ -21,10 +21,11 @@ import time
 from typing import Optional, Sequence
 
 import gin
+
 from fewshot_bench.errors import ConfigError, LearnerError
 from fewshot_bench.learners.base import LEARNERS, Learner, Predictor
-from fewshot_bench.learners.training import (FineTunedPredictor, FineTuner, TrainConfig, TunerCache, accuracy,
-                                             fraction_schedule)
+from fewshot_bench.learners.training import (Diverged, FineTunedPredictor, FineTuner, TrainConfig, TunerCache,
+                                             accuracy, fraction_schedule)
 from fewshot_bench.tasks import Examples, ValidationSplit, check_support
 
 
@@ -74,9 +75,7 @@ class FineTune(Learner):
             try:
                 fitted = tuner.train(validation.train.images, validation.train.labels, num_classes,
                                      self.config(lr, steps), self.seed, name=f"finetune (lr={lr}, steps={steps})")
-            except LearnerError as e:
-                if "diverged" not in str(e):
-                    raise
+            except Diverged:
                 continue
             self.val_accuracy[(lr, steps)] = accuracy(tuner, fitted, validation.val.images, validation.val.labels)
         if not self.val_accuracy:

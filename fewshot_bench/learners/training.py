@@ -35,6 +35,10 @@ PREDICT_BATCH = 256
 MOMENTUM = 0.9          # SGD momentum of VTAB's fine-tuning and of BiT-HyperRule
 
 
+class Diverged(LearnerError):
+    """The training loss became NaN, infinite or larger than ``DIVERGENCE_LOSS``."""
+
+
 def learning_rate(step: int, base_lr: float, warmup: int, decay_steps: Sequence[int], factor: float = 0.1) -> float:
     """Linear warmup from 0 over ``warmup`` steps, then ``base_lr`` times ``factor`` per boundary passed.
 
@@ -46,7 +50,8 @@ def learning_rate(step: int, base_lr: float, warmup: int, decay_steps: Sequence[
     return base_lr * factor ** sum(step >= d for d in decay_steps)
 
 
-def fraction_schedule(steps: int, warmup_fraction: float, decay_fractions: Sequence[float]) -> tuple[int, tuple[int, ...]]:
+def fraction_schedule(steps: int, warmup_fraction: float,
+                      decay_fractions: Sequence[float]) -> tuple[int, tuple[int, ...]]:
     """Warmup and decay boundaries as fractions of ``steps`` (VTAB's fine-tuning: 0.08; 0.3, 0.6, 0.9)."""
     return round(steps * warmup_fraction), tuple(round(steps * f) for f in decay_fractions)
 
@@ -203,8 +208,9 @@ class FineTuner:
               seed: int, name: str = "fine-tuning") -> FittedModel:
         """Fine-tune from the backbone's weights on ``images01`` (any size; resized here); returns the weights.
 
-        Raises LearnerError when the loss becomes NaN, infinite or larger than
-        ``DIVERGENCE_LOSS`` (the message names the step and learning rate).
+        Raises :class:`Diverged` (a LearnerError) when the loss becomes NaN,
+        infinite or larger than ``DIVERGENCE_LOSS`` (the message names the step
+        and learning rate), and LearnerError for NaN images or features.
         """
         if config.crop != self.side:
             raise ConfigError(f"{name}: this FineTuner runs at {self.side} px, the config asks for {config.crop}")
@@ -236,7 +242,7 @@ class FineTuner:
                 raise LearnerError(f"{name}: the loss is {loss} before any update: the backbone's features of "
                                    f"the support images are NaN or infinite")
             if not np.isfinite(loss) or loss > DIVERGENCE_LOSS:
-                raise LearnerError(f"{name}: the loss diverged ({loss:.3g}) at step {step + 1} of {config.steps} "
+                raise Diverged(f"{name}: the loss diverged ({loss:.3g}) at step {step + 1} of {config.steps} "
                                    f"with learning rate {lr:.3g}; lower the learning rate")
             losses.append(loss)
         kernel, bias = parts["head"].get_weights()
