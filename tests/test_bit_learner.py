@@ -1,6 +1,7 @@
 """The ``bit`` learner: BiT-HyperRule applied to a task, on tiny data."""
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,22 @@ def test_uncappable_backbone_and_bad_support_fail_clearly(tiny):
         BiT(tiny, **{**SMALL, "max_crop": 16}).fit(task.support, 3)  # its Dense layer fixes the input at 8 px
     with pytest.raises(LearnerError, match="no support example"):
         BiT(tiny, **SMALL).fit(task.support, 4)
+
+
+@pytest.mark.parametrize("gin_file, expected", [
+    ("gin/learners/bit.gin", dict(batch_size=32, base_lr=0.05, max_crop=64, schedule_scale=0.4,
+                                  train_batch_norm=False)),
+    ("gin/learners/bit_paper.gin", dict(batch_size=512, base_lr=0.003, max_crop=None, schedule_scale=1.0,
+                                        train_batch_norm=True))])
+def test_gin_presets(gin_file, expected, tiny):
+    import gin
+
+    path = Path(__file__).resolve().parents[1] / gin_file
+    assert path.read_text().startswith("# Used by:  fewshot-bench evaluate --suite ")
+    try:
+        with gin.unlock_config():
+            gin.parse_config_file(str(path))
+        learner = BiT(tiny)
+    finally:
+        gin.clear_config()
+    assert {key: getattr(learner, key) for key in expected} == expected

@@ -1,6 +1,7 @@
 """Fine-tuning: the shared training loop's rules (hand-computed) and the ``finetune`` learner on tiny data."""
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from fewshot_bench.learners.training import (FineTuner, TrainConfig, augment, ba
 from fewshot_bench.tasks import Examples, ValidationSplit
 from fewshot_bench.testing import check_learner, tiny_backbone, tiny_task
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(learning_rates=(0.1, 0.01), steps=(10, 30), batch_size=16, default_lr=0.1, default_steps=60)
 
 
@@ -174,3 +176,23 @@ def test_mixup_is_applied_when_configured(tiny, monkeypatch):
     config = TrainConfig(steps=4, batch_size=4, lr=0.01, crop=8, mixup_alpha=0.1)
     FineTuner(tiny, 8).train(task.support.images, task.support.labels, 3, config, seed=0)
     assert len(calls) == 4 and all(0.0 <= lam <= 1.0 for lam in calls)
+
+
+@pytest.mark.parametrize("gin_file, batch, sweep, default, train_batch_norm", [
+    ("gin/learners/finetune.gin", 32, [(0.003, 50), (0.003, 200), (0.001, 50), (0.001, 200)], (0.001, 50), False),
+    ("gin/learners/finetune_paper.gin", 512, [(0.1, 2500), (0.1, 10000), (0.01, 2500), (0.01, 10000)],
+     (0.01, 1000), True)])
+def test_gin_presets(gin_file, batch, sweep, default, train_batch_norm, tiny):
+    import gin
+
+    path = REPO / gin_file
+    assert path.read_text().startswith("# Used by:  fewshot-bench evaluate --suite ")
+    try:
+        with gin.unlock_config():
+            gin.parse_config_file(str(path))
+        learner = FineTune(tiny)
+    finally:
+        gin.clear_config()
+    assert (learner.batch_size, list(learner.sweep_points), learner.default) == (batch, sweep, default)
+    assert learner.train_batch_norm == train_batch_norm
+    assert learner.config(0.1, 1000).warmup == 80 and learner.config(0.1, 1000).decay_steps == (300, 600, 900)
