@@ -29,7 +29,8 @@ def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, back
     start = time.perf_counter()
     job = EvalJob(suite_name, learner, backbone_name, args.seed, args.image_size,
                   tuple(getattr(args, "gin_file", []) or []), tuple(getattr(args, "gin_param", []) or []),
-                  tuple(sorted(_suite_options(args).items())))
+                  tuple(sorted(_suite_options(args).items())),
+                  None if args.no_feature_cache else str(args.feature_cache or home() / "features"))
     ctx = setup(job)
     results_path = Path(args.results) if args.results else home() / "results.sqlite"
     db = ResultsDB(results_path)
@@ -184,6 +185,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partial", action="store_true", help="report summary means even if tasks are missing")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     p.add_argument("--episodes", type=int, help="episodes per MD-style source (default: the suite's)")
+    p.add_argument("--feature_cache", help="persistent feature cache (default $FEWSHOT_BENCH_HOME/features)")
+    p.add_argument("--no_feature_cache", action="store_true", help="keep frozen features in memory only")
     p.add_argument("--workers", type=int, default=0,
                    help="run tasks in N worker processes (0: in this process)")
     p.add_argument("--task_timeout", type=float,
@@ -248,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     from fewshot_bench.leaderboard.commands import add_commands as add_leaderboard_commands
 
     add_leaderboard_commands(sub)
+    from fewshot_bench.backbones.commands import add_commands as add_cache_commands
+    from fewshot_bench.learners.train_command import add_commands as add_train_commands
+
+    add_cache_commands(sub)
+    add_train_commands(sub)
 
     p = sub.add_parser("status", help="done / failed / pending tasks of every run in a results database")
     p.add_argument("--results", help="results database (default $FEWSHOT_BENCH_HOME/results.sqlite)")

@@ -111,6 +111,7 @@ class EvalJob:
     gin_files: tuple[str, ...] = ()
     gin_params: tuple[str, ...] = ()
     suite_options: tuple[tuple[str, Any], ...] = ()
+    feature_cache: Optional[str] = None  # directory of the persistent feature cache (None: in memory)
 
 
 @dataclasses.dataclass
@@ -131,7 +132,10 @@ def setup(job: EvalJob) -> JobContext:
     from fewshot_bench.learners import LEARNERS
     from fewshot_bench.suites import SUITES
 
+    from fewshot_bench.backbones.features import set_default_cache_dir
+
     import_configurables()
+    set_default_cache_dir(job.feature_cache)
     check_names(learner=(LEARNERS, job.learner), suite=(SUITES, job.suite), backbone=(BACKBONES, job.backbone))
     LEARNERS.make_configurable(job.learner)  # plugins too take gin bindings (before gin parses them)
     BACKBONES.make_configurable(job.backbone)
