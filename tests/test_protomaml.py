@@ -126,3 +126,20 @@ def test_chunked_inner_steps_take_the_same_step(digits, bn_backbone):
     expected = whole.fit(support, 10).predict(query.unlabelled())
     np.testing.assert_allclose(chunked.fit(support, 10).predict(query.unlabelled()), expected, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(chunked.support_losses, whole.support_losses, rtol=1e-4)
+
+
+def test_meta_training_tolerates_a_rising_inner_loss_but_restores_on_failure(digits):
+    import keras
+
+    from fewshot_bench.backbones.meta_nets import conv4
+
+    task = toy_episode(digits, 0, ways=10, shots=4, queries=3)
+    learner = ProtoMAML(conv4(image_size=16, seed=2), train_num_steps=3, learning_rate=1.0)
+    learner.meta_train_step(task, keras.optimizers.SGD(1e-3))  # evaluation would call this divergence
+    assert learner.support_losses[-1] > 2 * learner.support_losses[0] + 1
+    before = [v.numpy() for v in learner.trainable_variables()]
+    exploding = ProtoMAML(learner.backbone, train_num_steps=3, learning_rate=1e30)
+    with pytest.raises(LearnerError, match="diverged"):
+        exploding.meta_train_step(task, keras.optimizers.SGD(1e-3))
+    for a, b in zip(before, learner.trainable_variables()):
+        np.testing.assert_array_equal(a, b.numpy())

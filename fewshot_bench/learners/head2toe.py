@@ -63,7 +63,7 @@ def pooling_grid(channels: int, width: int, target_size: int) -> int:
     """
     if channels >= target_size:
         return 1
-    return max(1, min(width, math.isqrt(target_size // channels) if channels else width))
+    return max(1, min(width, math.isqrt(target_size // channels)))
 
 
 def token_groups(channels: int, length: int, target_size: int) -> int:

@@ -184,13 +184,14 @@ class ProtoMAML(Learner):
             self._steps[key] = tf.function(fn, reduce_retracing=True)
         return self._steps[key]
 
-    def inner_loop(self, support: Examples, head: tuple[Any, Any], steps: int, training: bool) -> tuple[Any, Any]:
+    def inner_loop(self, support: Examples, head: tuple[Any, Any], steps: int, training: bool,
+                   divergence_factor: Optional[float] = None) -> tuple[Any, Any]:
         """``steps`` SGD steps on the support set from ``head``; the backbone changes in place.
 
         Each step's gradient is the full support set's, summed over chunks of
         ``inner_batch_size`` examples (the same step, less memory; with batch
         statistics each chunk is normalised by its own). Raises LearnerError when
-        the support loss diverges (see ``divergence_factor``).
+        the support loss is not finite or, given ``divergence_factor``, diverges (:func:`diverged`).
         """
         import tensorflow as tf
 
@@ -215,7 +216,8 @@ class ProtoMAML(Learner):
             loss = total / n  # the support loss after k steps
             first = loss if first is None else first
             self.support_losses.append(loss)
-            if diverged(loss, first, self.divergence_factor):
+            if not np.isfinite(loss) or (divergence_factor is not None
+                                         and diverged(loss, first, divergence_factor)):
                 when = f"after step {k} of {steps}" if k else "before the first step"
                 raise LearnerError(f"protomaml: the inner loop diverged ({when}: support loss {loss:.4g}, "
                                    f"initially {first:.4g}); lower learning_rate (now {self.learning_rate}) "
@@ -239,7 +241,7 @@ class ProtoMAML(Learner):
         try:
             embeddings = check_finite(self.embed(support.images, training), "protomaml: the support embeddings")
             head = prototype_head(prototypes(embeddings, support.labels, num_classes))
-            weights, bias = self.inner_loop(support, head, self.num_steps, training)
+            weights, bias = self.inner_loop(support, head, self.num_steps, training, self.divergence_factor)
             adapted = model.get_weights() if self.adapt_backbone and self.num_steps else None
         finally:
             model.set_weights(saved)
@@ -253,26 +255,33 @@ class ProtoMAML(Learner):
         return list(self.backbone.model.trainable_variables)
 
     def meta_train_step(self, task: Task, optimizer: Any) -> dict[str, float]:
-        """One first-order episode (see the module docstring); batch statistics throughout."""
+        """One first-order episode (see the module docstring); batch statistics throughout.
+
+        Only a non-finite loss stops meta-training: early on, an inner loop may
+        well raise the support loss, and the outer step is what corrects that.
+        """
         import tensorflow as tf
 
         support, query = episode_arrays(task)
         model, variables = self.backbone.model, self.trainable_variables()
         initial = [tf.identity(v) for v in variables]
         s_inputs, q_inputs = self._inputs(support.images), self._inputs(query.images)
-        head = tf_prototype_head(tf_prototypes(model(s_inputs, training=True)[self.layer], support.labels,
-                                               task.num_classes))
-        weights, bias = self.inner_loop(support, (head[0].numpy(), head[1].numpy()), self.train_num_steps, True)
-        with tf.GradientTape() as tape:
-            tape.watch([weights, bias])
-            logits = tf.matmul(model(q_inputs, training=True)[self.layer], weights) + bias
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(query.labels, logits))
-        if not np.isfinite(float(loss)):
-            raise LearnerError(f"protomaml meta-training diverged on episode {task.key} (query loss "
-                               f"{float(loss)}); lower the learning rates")
-        grads = tape.gradient(loss, [weights, bias, *variables])
-        for variable, value in zip(variables, initial):  # first order: the adapted gradient moves the start
-            variable.assign(value)
+        try:
+            head = tf_prototype_head(tf_prototypes(model(s_inputs, training=True)[self.layer], support.labels,
+                                                   task.num_classes))
+            weights, bias = self.inner_loop(support, (head[0].numpy(), head[1].numpy()), self.train_num_steps,
+                                            True)
+            with tf.GradientTape() as tape:
+                tape.watch([weights, bias])
+                logits = tf.matmul(model(q_inputs, training=True)[self.layer], weights) + bias
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(query.labels, logits))
+            if not np.isfinite(float(loss)):
+                raise LearnerError(f"protomaml meta-training diverged on episode {task.key} (query loss "
+                                   f"{float(loss)}); lower the learning rates")
+            grads = tape.gradient(loss, [weights, bias, *variables])
+        finally:  # first order: the adapted gradient moves the starting weights
+            for variable, value in zip(variables, initial):
+                variable.assign(value)
         with tf.GradientTape() as tape:  # the head's gradient, back through the prototype initialisation
             w0, b0 = tf_prototype_head(tf_prototypes(model(s_inputs, training=True)[self.layer], support.labels,
                                                      task.num_classes))
