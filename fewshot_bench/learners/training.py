@@ -180,7 +180,7 @@ class FineTuner:
         optimizer.build(variables)
         model = self.model
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, autograph=False)
         def train_step(images, targets, logit_mask, training: bool):
             with tf.GradientTape() as tape:
                 logits = head(model(images, training=training)) + logit_mask
@@ -197,7 +197,7 @@ class FineTuner:
 
         if self._embed is None:
             model = self.model
-            self._embed = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+            self._embed = tf.function(lambda x: model(x, training=False), reduce_retracing=True, autograph=False)
         out = [self._embed(self.backbone.preprocess(images01[i:i + PREDICT_BATCH])).numpy()
                for i in range(0, len(images01), PREDICT_BATCH)]
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
