@@ -13,7 +13,7 @@ def test_std_is_recovered_from_the_interval():
     # interval 1.0 over 100 episodes: s = 1.0 * 10 / 1.96
     assert std_from_interval(1.0, 100) == pytest.approx(5.1020408)
     # and it inverts the MD interval 1.96 * s / sqrt(n)
-    assert 1.96 * std_from_interval(0.7, 600) / math.sqrt(600) == pytest.approx(0.7)
+    assert std_from_interval(0.7, 600) == pytest.approx(0.7 * math.sqrt(600) / 1.96)  # = 8.7482
 
 
 def test_threshold_by_hand():
