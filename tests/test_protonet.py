@@ -38,6 +38,7 @@ def _examples(digits, idx, prefix="p"):
     return Examples(images[idx], labels[idx], tuple(f"{prefix}{i}" for i in idx))
 
 
+@pytest.mark.filterwarnings("ignore:self.within_class_std_dev_:UserWarning")  # constant pixels of digits
 def test_protonet_far_above_chance_on_digits(digits, flat_backbone):
     learner = LEARNERS.create("protonet", backbone=flat_backbone, seed=0)
     predictor = learner.fit(_examples(digits, np.arange(100)), 10)  # about 10 shots per class
