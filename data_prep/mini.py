@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import logging
 import operator
@@ -32,7 +31,9 @@ from pathlib import Path
 
 from data_prep import md_records, mini_glyphs, mini_images
 from data_prep.mini_tfds import BUILDERS, prepare_all
+from fewshot_bench.backbones.weights import path_digest
 from fewshot_bench.errors import ConfigError, DataError, FewshotBenchError
+from fewshot_bench.paths import home
 
 logger = logging.getLogger("data_prep.mini")  # also when run as __main__
 
@@ -107,8 +108,7 @@ MD_SOURCES: dict[str, MdSource] = {
 
 def default_mini_root() -> Path:
     """``$FEWSHOT_BENCH_HOME/mini`` if that variable is set, else ``~/.cache/fewshot_bench/mini``."""
-    home = os.environ.get("FEWSHOT_BENCH_HOME")
-    return Path(home).expanduser() / "mini" if home else Path.home() / ".cache" / "fewshot_bench" / "mini"
+    return home() / "mini"
 
 
 def _rebuild_hint(root: Path, seed: int) -> str:
@@ -156,14 +156,6 @@ def _build_photos(source_dir: Path, seed: int) -> None:
     md_records.write_spec(source_dir, md_records.dataset_spec("mini_photos", split, counts))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _data_files(root: Path) -> list[str]:
     """Every file under ``root`` except the manifest, as sorted POSIX paths relative to ``root``."""
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
@@ -188,7 +180,7 @@ def _package_versions() -> dict[str, str]:
 
 
 def _write_manifest(root: Path, seed: int) -> None:
-    files = {rel: _sha256(root / rel) for rel in _data_files(root)}
+    files = {rel: path_digest(root / rel) for rel in _data_files(root)}
     manifest = {"builder_version": BUILDER_VERSION, "seed": seed, "packages": _package_versions(),
                 "files": files}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -306,7 +298,7 @@ def verify_mini(root: str | Path) -> list[str]:
         path = root / rel
         if not path.is_file():
             problems.append(f"{path} is missing")
-        elif _sha256(path) != digest:
+        elif path_digest(path) != digest:
             problems.append(f"{path} is changed (sha256 differs from {root / MANIFEST})")
     return problems
 

