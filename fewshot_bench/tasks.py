@@ -1,8 +1,9 @@
 """Tasks: the one thing every learner sees.
 
 A VTAB task and a Meta-Dataset episode are both a :class:`Task`: a labelled
-support set, a stream of query batches and some metadata. Learners never learn
-which benchmark a Task came from.
+support set, a stream of query batches and some metadata. A learner sees the
+metadata only through :class:`TaskInfo` (the task's name and original image
+area), and only if its ``fit`` asks for it (see ``fewshot_bench.learners.base``).
 
 Images in a Task are ``float32`` arrays of shape ``[n, size, size, 3]`` with
 values in ``[0, 1]``; a backbone maps them into its own value range.
@@ -84,11 +85,37 @@ class QueryStream:
 
 
 @dataclasses.dataclass(frozen=True)
+class TaskInfo:
+    """What a learner may know about a Task beyond its images.
+
+    ``name``: the VTAB task name (``"dsprites(predicted_attribute='label_orientation', num_classes=16)"``,
+    ``"mini_dsprites_orientation"``) or the MD source name (``"omniglot"``).
+    ``benchmark``: ``"vtab"``, ``"md"`` or ``""`` (unknown).
+    ``original_area``: median height x width, in pixels, of the task's support
+    images before they were resized to the evaluator's image size; ``None`` if unknown.
+    """
+
+    name: str
+    benchmark: str = ""
+    original_area: Optional[float] = None
+
+
+def median_area(heights_widths: np.ndarray) -> Optional[float]:
+    """Median of height x width over the rows ``[h, w]`` of ``heights_widths`` (``None`` when empty).
+
+    The "typical image area" of a task, as BiT-HyperRule reads it (images below
+    96x96 pixels get the small resolution).
+    """
+    sizes = np.asarray(heights_widths, dtype=np.float64).reshape(-1, 2)
+    return float(np.median(sizes[:, 0] * sizes[:, 1])) if len(sizes) else None
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
     """One adaptation problem: fit on ``support``, predict ``query``.
 
     ``task_id`` is unique within its source (a VTAB task name, or the episode
-    index of an MD source).
+    index of an MD source). ``info`` defaults to ``TaskInfo(name=source)``.
     """
 
     support: Examples
@@ -100,6 +127,11 @@ class Task:
     task_id: str
     seed: int
     validation: Optional[ValidationSplit] = None
+    info: Optional[TaskInfo] = None  # None -> TaskInfo(name=source), set in __post_init__
+
+    def __post_init__(self):
+        if self.info is None:
+            object.__setattr__(self, "info", TaskInfo(name=self.source))
 
     @property
     def key(self) -> str:

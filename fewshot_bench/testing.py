@@ -19,6 +19,9 @@ tests::
 The checks:
 
 - ``interface``: the factory builds it; ``fit`` returns something with ``predict``.
+  Every check calls ``fit`` as the evaluator does
+  (:func:`~fewshot_bench.learners.base.fit_learner`: with ``info=`` the tiny
+  task's :class:`~fewshot_bench.tasks.TaskInfo` when ``fit`` takes it).
 - ``shapes``: ``predict`` returns finite floating-point logits ``[batch, N]``
   for every query batch (sizes 1 and more) of 2-, 3- and 11-way tasks, with
   and without a validation split, classes of 1 to 3 shots.
@@ -49,8 +52,9 @@ import numpy as np
 
 from fewshot_bench.backbones.base import Backbone
 from fewshot_bench.errors import LearnerError
+from fewshot_bench.learners.base import fit_learner
 from fewshot_bench.registry import parse_spec
-from fewshot_bench.tasks import Examples, ValidationSplit
+from fewshot_bench.tasks import Examples, TaskInfo, ValidationSplit
 
 CHECKS = ("interface", "shapes", "labels", "hidden_query_labels", "determinism", "side_effects", "bad_support",
           "time")
@@ -91,6 +95,7 @@ class TinyTask:
     query: Examples
     num_classes: int
     validation: Optional[ValidationSplit] = None
+    info: TaskInfo = TaskInfo(name="tiny")
 
     def batches(self, labels: str = "hidden") -> list[Examples]:
         """Query batches of 1, then up to 16 images; ``labels``: hidden, true or wrong (shifted by one)."""
@@ -143,7 +148,9 @@ def tiny_task(num_classes: int, *, seed: int = 0, image_size: int = 8, queries_p
         last = set({int(c): i for i, c in enumerate(support_labels)}.values())
         split = ValidationSplit(support.take([i for i in range(len(support)) if i not in last]),
                                 support.take(sorted(last)))
-    return TinyTask(support, examples("query", query_labels), num_classes, split)
+    # the images are made at image_size, never resized: that is their original area
+    return TinyTask(support, examples("query", query_labels), num_classes, split,
+                    TaskInfo(name="tiny", original_area=float(image_size * image_size)))
 
 
 @dataclasses.dataclass
@@ -182,7 +189,7 @@ class _Kit:
 
     def fit(self, learner: Any, task: TinyTask) -> Any:
         try:
-            predictor = learner.fit(task.support, task.num_classes, task.validation)
+            predictor = fit_learner(learner, task)
         except Exception as e:  # noqa: BLE001
             raise self.fail(f"fit raised {type(e).__name__}: {e} on a {task.describe()}") from e
         if not callable(getattr(predictor, "predict", None)):
@@ -296,7 +303,7 @@ class _Kit:
         for what, task in (("an empty support set", empty), ("a support set holding only class 0 of a "
                                                               "2-way task", one_class)):
             try:
-                self.learner().fit(task.support, task.num_classes, None)
+                fit_learner(self.learner(), task)
             except LearnerError as e:
                 if not str(e).strip():
                     raise self.fail(f"fit raised LearnerError with an empty message for {what}; say what is "

@@ -9,8 +9,9 @@ import pytest
 from fewshot_bench.errors import ConfigError, LearnerError
 from fewshot_bench.learners import LEARNERS
 from fewshot_bench.learners.bit import BiT, task_name_from_ids
+from fewshot_bench.evaluation.evaluator import run_task
 from fewshot_bench.learners.hyperrule import AugmentFlags, hyperrule
-from fewshot_bench.tasks import Examples
+from fewshot_bench.tasks import Examples, QueryStream, Task, TaskInfo
 from fewshot_bench.testing import check_learner, tiny_backbone, tiny_task
 
 # The rule's 500 steps scaled to 100, lr 3.2 * 16/512 = 0.1: enough for tiny tasks in a second.
@@ -39,6 +40,49 @@ def test_registered_and_conforms_with_crop_and_flip(tiny):
     assert LEARNERS.get("bit") is BiT
     report = check_learner(functools.partial(BiT, **SMALL), backbone=tiny)
     assert report.accuracy[11] > 0.7
+
+
+# One training step: these tests check which settings the rule picks, not what training learns.
+ONE_STEP = {**SMALL, "schedule_scale": 0.002}
+ORIENTATION = "mini_dsprites_orientation"
+
+
+def _dsprites_like_task(side: int, info: TaskInfo) -> Task:
+    """A 3-way tiny task upsampled to ``side`` px (the evaluator's image size), with dSprites-style ids."""
+    base = tiny_task(3, seed=6)
+
+    def upsampled(examples: Examples, role: str) -> Examples:
+        images = np.repeat(np.repeat(examples.images, side // 8, axis=1), side // 8, axis=2)
+        return Examples(images, examples.labels, tuple(f"mini_dsprites/{role}/{i}" for i in range(len(examples))))
+
+    return Task(upsampled(base.support, "train"), QueryStream.from_examples(upsampled(base.query, "test")), 3,
+                "mini", "structured", ORIENTATION, ORIENTATION, 0, info=info)
+
+
+def test_evaluator_gives_bit_the_task_name_and_original_area(tiny):
+    # 28x28 images evaluated at 128 px: the rule reads 28x28 (small: 160/128, capped to 10/8), not 128x128
+    # (large: 512/480 -> 9/8); the orientation task keeps the crop and drops the flip, where the ids'
+    # "mini_dsprites" would drop both
+    task = _dsprites_like_task(128, TaskInfo(ORIENTATION, "vtab", 28 * 28))
+    learner = BiT(tiny, **ONE_STEP)
+    assert run_task(learner, task).total == 9  # 3 queries per class
+    assert learner.hyperparams == hyperrule(6, 28 * 28, 16, base_lr=3.2, max_crop=8, schedule_scale=0.002)
+    assert (learner.hyperparams.resize, learner.hyperparams.crop, learner.hyperparams.steps) == (10, 8, 1)
+    assert learner.flags == AugmentFlags(random_crop=True, flip=False)
+
+
+def test_original_area_not_the_evaluator_size_picks_the_resolution(tiny):
+    task = _dsprites_like_task(64, TaskInfo(ORIENTATION, "vtab", 200 * 200))
+    learner = BiT(tiny, **ONE_STEP)
+    learner.fit(task.support, 3, info=task.info)
+    assert (learner.hyperparams.resize, learner.hyperparams.crop) == (9, 8)   # large: round(512 * 8/480)
+    learner.fit(task.support, 3)   # no info (a direct call): the 64 px images and the ids' dataset
+    assert (learner.hyperparams.resize, learner.hyperparams.crop) == (10, 8)  # small: 160 * 8/128
+    assert learner.flags == AugmentFlags(random_crop=False, flip=False)
+    # the gin overrides win over the info
+    overridden = BiT(tiny, **{**ONE_STEP, "original_size": 20, "task_name": "dtd"})
+    overridden.fit(task.support, 3, info=task.info)
+    assert (overridden.hyperparams.resize, overridden.flags) == (10, AugmentFlags(True, True))
 
 
 def test_task_name_from_ids():

@@ -1,10 +1,12 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from fewshot_bench.evaluation.evaluator import evaluate, run_task
 from fewshot_bench.evaluation.results import ResultsDB, RunInfo
-from fewshot_bench.learners.base import Learner, Predictor
-from fewshot_bench.tasks import EPISODES, POOLED, Examples, QueryStream, Suite, Task, TaskSource
+from fewshot_bench.learners.base import Learner, Predictor, accepts_info
+from fewshot_bench.tasks import EPISODES, POOLED, Examples, QueryStream, Suite, Task, TaskInfo, TaskSource
 
 
 class _OraclePredictor(Predictor):
@@ -97,3 +99,39 @@ def test_nan_and_wrong_shape_logits_fail_the_task(suite, tmp_path):
     summary = evaluate(suite, Bad, RUN, ResultsDB(tmp_path / "r.sqlite"), image_size=2, progress=False)
     assert any("NaN" in f for f in summary.failed)
     assert any("shape (4, 5)" in f for f in summary.failed)
+
+
+class InfoLearner(ToyLearner):
+    """Records the TaskInfo of every fit."""
+
+    def fit(self, support, num_classes, validation=None, info=None):
+        self.infos = getattr(self, "infos", []) + [info]
+        return super().fit(support, num_classes, validation)
+
+
+class KwargsLearner(ToyLearner):
+    def fit(self, support, num_classes, validation=None, **options):
+        self.options = options
+        return super().fit(support, num_classes, validation)
+
+
+def test_learners_that_take_info_get_it_and_others_are_called_as_before(suite):
+    info = TaskInfo("mini_dsprites_orientation", "vtab", 64.0 * 64.0)
+    task = dataclasses.replace(suite.task(suite.sources[0], 0, 0, 2), info=info)
+    taker, plain, kwargs = InfoLearner(), ToyLearner(), KwargsLearner()
+    for learner in (taker, plain, kwargs):
+        assert (run_task(learner, task).correct, learner.fits) == (10, 1)
+    assert taker.infos == [info] and kwargs.options == {"info": info}
+    # a Task built without info carries its source name
+    run_task(taker, suite.task(suite.sources[2], 1, 0, 2))
+    assert taker.infos[-1] == TaskInfo("episodic", "", None)
+
+
+def test_accepts_info():
+    class Keyword:
+        def fit(self, support, num_classes, validation=None, *, info=None): ...
+
+    assert accepts_info(InfoLearner().fit) and accepts_info(KwargsLearner().fit) and accepts_info(Keyword().fit)
+    assert not accepts_info(ToyLearner().fit)
+    assert not accepts_info(lambda support, num_classes, *info: None)  # *info is not a keyword
+    assert not accepts_info(max)  # a builtin whose signature cannot be read: called as before

@@ -9,11 +9,11 @@ import pytest
 
 from fewshot_bench.datasets.meta_dataset import EpisodeConfig, SourceReader, md_source, parse_image_id
 from fewshot_bench.datasets.meta_dataset.episodes import EpisodeLayout, layout_fingerprint
-from fewshot_bench.datasets.meta_dataset.reader import decode_image, index_records
-from fewshot_bench.datasets.meta_dataset.writer import (encode_png, example_bytes, write_class,
+from fewshot_bench.datasets.meta_dataset.reader import decode_image, decode_sized, index_records
+from fewshot_bench.datasets.meta_dataset.writer import (encode_png, example_bytes, write_class, write_flat_spec,
                                                         write_synthetic_source, write_tfrecords)
 from fewshot_bench.errors import ConfigError, DataError
-from fewshot_bench.tasks import EPISODES, fingerprint
+from fewshot_bench.tasks import EPISODES, TaskInfo, fingerprint
 
 COUNTS = {0: 12, 1: 12, 2: 6, 3: 12, 4: 10, 5: 12, 6: 12, 7: 12, 8: 14}  # 2 train, 1 valid, 6 test
 
@@ -54,6 +54,30 @@ def test_decode_is_bilinear_with_aligned_corners_and_tiles_grayscale():
     expected = np.array([[0, 0.5, 1], [0.5, 0.5, 0.5], [1, 0.5, 0]], np.float32)
     for channel in range(3):
         np.testing.assert_allclose(image[..., channel], expected, atol=1e-6)
+    resized, size = decode_sized(encode_png(np.zeros((2, 5), np.uint8)), 3, "test")
+    assert resized.shape == (3, 3, 3) and size == (2, 5)
+
+
+def test_episode_info_has_the_median_support_area_before_the_resize(tmp_path):
+    from fewshot_bench.datasets.meta_dataset.episodes import layout_task
+
+    # record r of each class is (4 + r) x 10 pixels
+    for c in (0, 1):
+        write_class(tmp_path / "sizes", c, [encode_png(np.zeros((4 + r, 10), np.uint8)) for r in range(6)])
+    write_flat_spec(tmp_path / "sizes", "sizes", {"train": 0, "valid": 0, "test": 2}, {0: 6, 1: 6})
+    # support records: class 0 -> 0, 2; class 1 -> 5: areas 40, 60, 90, median 60 (the query's 50 is not counted)
+    layout = EpisodeLayout(support=((0, 0, 0), (0, 2, 0), (1, 5, 1)), query=((0, 1, 0),))
+    task = layout_task(SourceReader(tmp_path / "sizes"), "sizes", layout, 2, image_size=4, task_id="0", seed=0,
+                       suite="s", group="g", query_batch_size=10)
+    assert task.support.images.shape == (3, 4, 4, 3)
+    assert task.info == TaskInfo("sizes", "md", 60.0)
+
+
+def test_dumped_episodes_keep_the_original_area(root, tmp_path):
+    from fewshot_bench.datasets.meta_dataset.manifest import dump_episodes, dumped_source
+
+    dump = dump_episodes(tmp_path / "dump", root, "toy", "test", seed=0, indices=[0])
+    assert dumped_source(dump).build(0, 0, 5).info == TaskInfo("toy", "md", 64.0)
 
 
 def test_md_source_builds_episode_tasks(root):
@@ -62,6 +86,7 @@ def test_md_source_builds_episode_tasks(root):
     task = source.build(2, 11, 6)
     assert task.task_id == "2" and task.seed == 11 and task.suite == "md-test" and task.validation is None
     assert task.support.images.shape[1:] == (6, 6, 3)
+    assert task.info == TaskInfo("toy", "md", 64.0)  # the records hold 8x8 images
     labels = task.support.labels
     assert sorted(set(labels.tolist())) == list(range(task.num_classes)) and 5 <= task.num_classes <= 6
     batches = list(task.query)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fewshot_bench.errors import LearnerError
-from fewshot_bench.tasks import Examples, QueryStream, check_support, fingerprint
+from fewshot_bench.tasks import Examples, QueryStream, Task, TaskInfo, check_support, fingerprint, median_area
 
 
 def _examples(n, labels=None, prefix="x"):
@@ -48,3 +48,18 @@ def test_check_support_names_the_problem():
         check_support(_examples(0), 3)
     with pytest.raises(LearnerError, match="0..1"):
         check_support(_examples(3), 2)
+
+
+def test_task_info_defaults_to_the_source_name():
+    stream = QueryStream.from_examples(_examples(2))
+    task = Task(_examples(3), stream, 3, "s", "g", "omniglot", "0", 0)
+    assert task.info == TaskInfo("omniglot", "", None)
+    given = TaskInfo("mini_dsprites_orientation", "vtab", 4096.0)
+    assert Task(_examples(3), stream, 3, "s", "g", "x", "0", 0, info=given).info is given
+
+
+def test_median_area():
+    # areas 6, 20, 100 -> 20; an even count averages the middle two: (2 + 12) / 2 = 7
+    assert median_area(np.array([[2, 3], [10, 10], [4, 5]])) == 20.0
+    assert median_area(np.array([[1, 2], [3, 4]])) == 7.0
+    assert median_area(np.zeros((0, 2))) is None

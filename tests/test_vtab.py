@@ -18,7 +18,7 @@ from fewshot_bench.datasets import vtab
 from fewshot_bench.datasets.vtab import VtabTaskSpec
 from fewshot_bench.errors import ConfigError, DataError
 from fewshot_bench.evaluation.scores import pooled_accuracy
-from fewshot_bench.tasks import POOLED
+from fewshot_bench.tasks import POOLED, TaskInfo
 
 tfds = pytest.importorskip("tensorflow_datasets")
 tf = pytest.importorskip("tensorflow")
@@ -348,3 +348,21 @@ def test_real_tfds_reading_without_mock(tmp_path):
     assert [c.ids for c in chunks] == [("vtab_toy/test/3", "vtab_toy/test/4"), ("vtab_toy/test/5",)]
     assert task.support.images.shape == (6, 4, 4, 3)
     np.testing.assert_allclose(task.support.images[0], pixels[0] / 255, atol=1e-6)  # constant, tiled
+    # the stored images are 5x7; the task info keeps that area, not the 4x4 the learner gets
+    assert task.info == TaskInfo("toy", "vtab", 35.0)
+
+
+def test_task_info_has_the_median_area_before_the_resize(tmp_path):
+    # example i of each slice (10 in train800, 10 in val200) is (10 + i) x 20: areas 200..380 twice,
+    # median (280 + 300) / 2 = 290; the learner gets 8x8 images
+    def fixup(name, i, ex):
+        ex["label"] = np.int64(i % 3)
+        ex["image"] = np.zeros((10 + i, 20, 3), np.uint8)
+        return ex
+
+    spec = VtabTaskSpec("mini_dsprites_orientation", "structured", "caltech101:3.*.*", 3, "train[:800]",
+                        "train[800:1000]", "test")
+    with FakeTfds(num_examples=10, fixup=fixup).mock():
+        task = vtab.vtab_task(spec, data_dir=make_data_dir(tmp_path, [spec]), image_size=8)
+    assert task.support.images.shape == (20, 8, 8, 3)
+    assert task.info == TaskInfo("mini_dsprites_orientation", "vtab", 290.0)

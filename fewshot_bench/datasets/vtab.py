@@ -6,7 +6,9 @@ A VTAB task is one :class:`~fewshot_bench.tasks.Task`:
   slice, loaded into memory;
 - validation = ``ValidationSplit(train=train800, val=val200)``, two views of
   the support set, so hyper-parameter selection never sees the test split;
-- query = the ``test`` split streamed with ``tf.data`` in batches.
+- query = the ``test`` split streamed with ``tf.data`` in batches;
+- info = ``TaskInfo(name, "vtab", original_area)``, the original area being the
+  median height x width of the support images as decoded, before the resize.
 
 Slices are fixed TFDS split strings ("train[:800]"), never random samples, so
 a task is the same on every machine. This module reads any TFDS builder that
@@ -21,11 +23,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import gin
+import numpy as np
 
 from fewshot_bench.datasets import vtab_labels as labels
 from fewshot_bench.errors import ConfigError, DataError
 from fewshot_bench.registry import Registry
-from fewshot_bench.tasks import POOLED, Examples, QueryStream, Suite, Task, TaskSource, ValidationSplit
+from fewshot_bench.tasks import (POOLED, Examples, QueryStream, Suite, Task, TaskInfo, TaskSource, ValidationSplit,
+                                 median_area)
 
 SUPPORT_BATCH_SIZE = 256
 
@@ -211,17 +215,22 @@ def name_of(split: str) -> str:
     return split.split("[", 1)[0].strip()
 
 
-def read_split(builder: Any, spec: VtabTaskSpec, split: str, image_size: int,
-               batch_size: int) -> Iterator[Examples]:
-    """Stream ``split`` of ``builder`` as preprocessed, labelled :class:`Examples` batches."""
+def read_sized(builder: Any, spec: VtabTaskSpec, split: str, image_size: int,
+               batch_size: int) -> Iterator[tuple[Examples, np.ndarray]]:
+    """Stream ``split`` of ``builder`` as preprocessed, labelled :class:`Examples` batches.
+
+    Each batch comes with the ``[n, 2]`` heights and widths of its images as
+    decoded, before the resize (read off the same decode).
+    """
     import tensorflow as tf
 
     from fewshot_bench.datasets.preprocess import to_unit_rgb
 
     def convert(example):
         label = spec.label_fn(example) if spec.label_fn is not None else example["label"]
-        image = to_unit_rgb(example[spec.image_key], image_size, spec.image_max_value)
-        return image, tf.cast(label, tf.int64)
+        raw = example[spec.image_key]
+        image = to_unit_rgb(raw, image_size, spec.image_max_value)
+        return image, tf.cast(label, tf.int64), tf.shape(raw)[:2]
 
     try:
         ds = builder.as_dataset(split=split, shuffle_files=False)
@@ -231,7 +240,7 @@ def read_split(builder: Any, spec: VtabTaskSpec, split: str, image_size: int,
     ds = ds.batch(batch_size).prefetch(1)
     example_id = _example_ids(spec, split, split_sizes(builder))
     offset = 0
-    for images, batch_labels in ds.as_numpy_iterator():
+    for images, batch_labels, sizes in ds.as_numpy_iterator():
         bad = (batch_labels < 0) | (batch_labels >= spec.num_classes)
         if bad.any():
             raise DataError(f"task {spec.name!r}: split {split!r} of {spec.tfds_name!r} gives label "
@@ -239,14 +248,21 @@ def read_split(builder: Any, spec: VtabTaskSpec, split: str, image_size: int,
                             f"task's label rule and the prepared data")
         ids = tuple(example_id(offset + i) for i in range(len(batch_labels)))
         offset += len(batch_labels)
-        yield Examples(images, batch_labels, ids)
+        yield Examples(images, batch_labels, ids), sizes
 
 
-def _load(builder: Any, spec: VtabTaskSpec, split: str, image_size: int) -> Examples:
-    parts = list(read_split(builder, spec, split, image_size, SUPPORT_BATCH_SIZE))
+def read_split(builder: Any, spec: VtabTaskSpec, split: str, image_size: int,
+               batch_size: int) -> Iterator[Examples]:
+    """Stream ``split`` of ``builder`` as preprocessed, labelled :class:`Examples` batches."""
+    return (examples for examples, _ in read_sized(builder, spec, split, image_size, batch_size))
+
+
+def _load(builder: Any, spec: VtabTaskSpec, split: str, image_size: int) -> tuple[Examples, np.ndarray]:
+    """``split`` in memory, with the ``[n, 2]`` heights and widths of its images before the resize."""
+    parts = list(read_sized(builder, spec, split, image_size, SUPPORT_BATCH_SIZE))
     if not parts:
         raise DataError(f"task {spec.name!r}: split {split!r} of {spec.tfds_name!r} is empty")
-    return Examples.concat(parts)
+    return Examples.concat([examples for examples, _ in parts]), np.concatenate([sizes for _, sizes in parts])
 
 
 def vtab_task(spec: VtabTaskSpec, *, data_dir: str | Path | None, image_size: int, seed: int = 0,
@@ -262,10 +278,11 @@ def vtab_task(spec: VtabTaskSpec, *, data_dir: str | Path | None, image_size: in
         raise ConfigError(f"task {spec.name!r}: its {a} and {b} slices overlap in {spec.tfds_name} "
                           f"(train800={spec.train800!r}, val200={spec.val200!r}, test={spec.test!r}); "
                           f"the three slices must be disjoint")
-    train800 = _load(builder, spec, spec.train800, image_size)
-    support = Examples.concat([train800, _load(builder, spec, spec.val200, image_size)])
+    train800, train_sizes = _load(builder, spec, spec.train800, image_size)
+    val200, val_sizes = _load(builder, spec, spec.val200, image_size)
+    support = Examples.concat([train800, val200])
     n = len(train800)
-    del train800
+    del train800, val200
     # train800 -> val200 as views of the support arrays (no second copy of the images)
     validation = ValidationSplit(train=Examples(support.images[:n], support.labels[:n], support.ids[:n]),
                                  val=Examples(support.images[n:], support.labels[n:], support.ids[n:]))
@@ -282,6 +299,7 @@ def vtab_task(spec: VtabTaskSpec, *, data_dir: str | Path | None, image_size: in
         task_id=spec.name,
         seed=seed,
         validation=validation,
+        info=TaskInfo(spec.name, "vtab", median_area(np.concatenate([train_sizes, val_sizes]))),
     )
 
 

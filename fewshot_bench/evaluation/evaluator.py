@@ -19,7 +19,7 @@ import numpy as np
 from fewshot_bench.errors import LearnerError
 from fewshot_bench.evaluation.results import ResultsDB, RunInfo
 from fewshot_bench.evaluation.scores import Row, Summary, summarize
-from fewshot_bench.learners.base import Learner
+from fewshot_bench.learners.base import Learner, fit_learner
 from fewshot_bench.tasks import Fingerprint, Suite, Task, TaskSource
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,14 @@ class TaskOutcome:
 
 
 def run_task(learner: Learner, task: Task) -> TaskOutcome:
-    """Fit on the support set, predict the query stream, count correct answers."""
+    """Fit on the support set, predict the query stream, count correct answers.
+
+    The learner gets ``task.info`` if its ``fit`` takes it (:func:`~fewshot_bench.learners.base.fit_learner`).
+    """
     fp = Fingerprint()
     fp.update("support", task.support)
     fit_start = time.perf_counter()
-    predictor = learner.fit(task.support, task.num_classes, task.validation)
+    predictor = fit_learner(learner, task)
     fit_seconds = time.perf_counter() - fit_start
     correct = total = 0
     for batch in task.query:

@@ -7,12 +7,16 @@ learning rate 0.003 x batch/512) and the crop/flip exceptions from
 (BiT trains VTAB-1k tasks on all 1000 examples with the rule). Test images are
 resized to the crop side.
 
-What the learner reads from the task: the support size, and the image area
-and task name, which a support set does not carry. The area is that of the
-images it receives (the evaluator's image size) unless ``original_size`` is
-set; the task name is the dataset prefix of the image ids (``"dsprites/..."``
--> ``"dsprites"``, whose tasks then take the union of their exceptions)
-unless ``task_name`` is set.
+What the learner reads from the task: the support size, and from the task's
+:class:`~fewshot_bench.tasks.TaskInfo` (the evaluator passes it) the task name
+and the original image area, i.e. the median area of the task's images before
+they were resized to the evaluator's image size. The gin settings
+``task_name`` and ``original_size``, when set, win over the info for every
+task of a run.
+Without info (``fit`` called directly), the task name is the dataset prefix of
+the image ids (``"dsprites/..."`` -> ``"dsprites"``, whose tasks then take the
+union of their exceptions) and the area that of the images received; the
+latter also when the info does not know the original area.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from fewshot_bench.errors import ConfigError
 from fewshot_bench.learners.base import LEARNERS, Learner, Predictor
 from fewshot_bench.learners.hyperrule import BASE_BATCH, BASE_LR, AugmentFlags, HyperParams, augment_flags, hyperrule
 from fewshot_bench.learners.training import FineTunedPredictor, TrainConfig, TunerCache
-from fewshot_bench.tasks import Examples, ValidationSplit, check_support
+from fewshot_bench.tasks import Examples, TaskInfo, ValidationSplit, check_support
 
 
 def task_name_from_ids(ids: tuple[str, ...]) -> str:
@@ -44,8 +48,10 @@ class BiT(Learner):
       base_lr: learning rate at batch 512.
       max_crop: cap on the crop side (the resize side shrinks in proportion); None = the rule's 128 or 480.
       schedule_scale: multiplies the rule's steps, warmup and decays (small machines); 1.0 = the rule.
-      original_size: side of the task's original images (None: the side of the images the learner gets).
-      task_name: the VTAB task name for the crop/flip exceptions (None: from the image ids).
+      original_size: side of the task's original images, for every task (None: the task info's
+        original area, else the area of the images the learner gets).
+      task_name: the VTAB task name for the crop/flip exceptions, for every task (None: the task info's
+        name, else the dataset prefix of the image ids).
       train_batch_norm: batch norm layers (if any; BiT's ResNets have group norm) use and update
         batch statistics while training; False keeps them in inference mode (short schedules).
     """
@@ -64,15 +70,28 @@ class BiT(Learner):
         self.hyperparams: Optional[HyperParams] = None
         self.flags: Optional[AugmentFlags] = None
 
-    def fit(self, support: Examples, num_classes: int,
-            validation: Optional[ValidationSplit] = None) -> Predictor:
+    def rule_image_area(self, support: Examples, info: Optional[TaskInfo]) -> float:
+        """The area BiT-HyperRule reads: ``original_size``, else the info's original area, else the images'."""
+        if self.original_size:
+            return float(self.original_size ** 2)
+        if info is not None and info.original_area is not None:
+            return info.original_area
+        height, width = support.images.shape[1:3]
+        return float(height * width)
+
+    def rule_task_name(self, support: Examples, info: Optional[TaskInfo]) -> str:
+        """The task name for the crop/flip exceptions: ``task_name``, else the info's, else the ids' prefix."""
+        if self.task_name:
+            return self.task_name
+        return info.name if info is not None else task_name_from_ids(support.ids)
+
+    def fit(self, support: Examples, num_classes: int, validation: Optional[ValidationSplit] = None,
+            info: Optional[TaskInfo] = None) -> Predictor:
         start = time.perf_counter()
         check_support(support, num_classes)
-        height, width = support.images.shape[1:3]
-        area = self.original_size ** 2 if self.original_size else height * width
-        hp = hyperrule(len(support), area, self.batch_size, base_lr=self.base_lr, max_crop=self.max_crop,
-                       schedule_scale=self.schedule_scale)
-        flags = augment_flags(self.task_name or task_name_from_ids(support.ids))
+        hp = hyperrule(len(support), self.rule_image_area(support, info), self.batch_size, base_lr=self.base_lr,
+                       max_crop=self.max_crop, schedule_scale=self.schedule_scale)
+        flags = augment_flags(self.rule_task_name(support, info))
         config = TrainConfig(steps=hp.steps, batch_size=hp.batch_size, lr=hp.lr, warmup=hp.warmup,
                              decay_steps=hp.decay_steps, crop=hp.crop, resize=hp.resize,
                              random_crop=flags.random_crop, flip=flags.flip, mixup_alpha=hp.mixup_alpha,

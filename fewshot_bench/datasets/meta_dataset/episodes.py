@@ -12,7 +12,7 @@ import numpy as np
 from fewshot_bench.datasets.meta_dataset.reader import SourceReader, image_id
 from fewshot_bench.datasets.meta_dataset.spec import check_split
 from fewshot_bench.datasets.meta_dataset.sampler import EpisodeConfig, EpisodeDescription, EpisodeSampler
-from fewshot_bench.tasks import EPISODES, Examples, Fingerprint, QueryStream, Task, TaskSource
+from fewshot_bench.tasks import EPISODES, Examples, Fingerprint, QueryStream, Task, TaskInfo, TaskSource, median_area
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,23 +52,36 @@ def layout_fingerprint(source: str, layout: EpisodeLayout) -> str:
     return fp.hexdigest()
 
 
-def read_examples(reader: SourceReader, source: str, items: tuple[tuple[int, int, int], ...],
-                  image_size: int) -> Examples:
-    """Read the images of (class id, record, label) items, keeping their order."""
+def read_sized_examples(reader: SourceReader, source: str, items: tuple[tuple[int, int, int], ...],
+                        image_size: int) -> tuple[Examples, np.ndarray]:
+    """Read the images of (class id, record, label) items, keeping their order.
+
+    Also returns the ``[n, 2]`` (height, width) of the images as decoded, before the resize.
+    """
     images = np.empty((len(items), image_size, image_size, 3), dtype=np.float32)
+    sizes = np.empty((len(items), 2), dtype=np.int64)
     by_class: dict[int, list[int]] = {}
     for position, (c, _, _) in enumerate(items):
         by_class.setdefault(c, []).append(position)
     for c, positions in by_class.items():
-        images[positions] = reader.read_images(c, [items[p][1] for p in positions], image_size)
+        images[positions], sizes[positions] = reader.read_sized(c, [items[p][1] for p in positions], image_size)
     ids = tuple(image_id(source, c, r) for c, r, _ in items)
-    return Examples(images, np.array([label for _, _, label in items], dtype=np.int64), ids)
+    return Examples(images, np.array([label for _, _, label in items], dtype=np.int64), ids), sizes
+
+
+def read_examples(reader: SourceReader, source: str, items: tuple[tuple[int, int, int], ...],
+                  image_size: int) -> Examples:
+    """Read the images of (class id, record, label) items, keeping their order."""
+    return read_sized_examples(reader, source, items, image_size)[0]
 
 
 def layout_task(reader: SourceReader, source: str, layout: EpisodeLayout, num_classes: int, *, image_size: int,
                 task_id: str, seed: int, suite: str, group: str, query_batch_size: int) -> Task:
-    """A Task whose support is read now and whose query is read batch by batch when iterated."""
-    support = read_examples(reader, source, layout.support, image_size)
+    """A Task whose support is read now and whose query is read batch by batch when iterated.
+
+    Its info: ``TaskInfo(source, "md", median area of the support images before the resize)``.
+    """
+    support, sizes = read_sized_examples(reader, source, layout.support, image_size)
     query_items = layout.query
 
     def batches():
@@ -76,7 +89,8 @@ def layout_task(reader: SourceReader, source: str, layout: EpisodeLayout, num_cl
             yield read_examples(reader, source, query_items[start:start + query_batch_size], image_size)
 
     return Task(support=support, query=QueryStream(batches, size=len(query_items)), num_classes=num_classes,
-                suite=suite, group=group, source=source, task_id=task_id, seed=seed, validation=None)
+                suite=suite, group=group, source=source, task_id=task_id, seed=seed, validation=None,
+                info=TaskInfo(source, "md", median_area(sizes)))
 
 
 class _LazySource:

@@ -20,10 +20,10 @@ from typing import Iterable, Optional
 import numpy as np
 
 from fewshot_bench.datasets.meta_dataset.episodes import EpisodeLayout, layout_fingerprint, layout_task
-from fewshot_bench.datasets.meta_dataset.reader import SourceReader, decode_image, image_id, index_records
+from fewshot_bench.datasets.meta_dataset.reader import SourceReader, decode_sized, image_id, index_records
 from fewshot_bench.datasets.meta_dataset.sampler import EpisodeConfig, EpisodeDescription, EpisodeSampler
 from fewshot_bench.errors import DataError
-from fewshot_bench.tasks import EPISODES, Examples, QueryStream, Task, TaskSource
+from fewshot_bench.tasks import EPISODES, Examples, QueryStream, Task, TaskInfo, TaskSource, median_area
 
 FORMAT = "fewshot_bench.md_manifest/1"
 MANIFEST_FILE = "manifest.jsonl"
@@ -132,24 +132,28 @@ def dump_episodes(out_dir: str | Path, records_root: str | Path, source: str, sp
     return out_dir
 
 
-def _read_dumped(path: Path, image_size: int) -> dict[str, Examples]:
+def _read_dumped(path: Path, image_size: int) -> tuple[dict[str, Examples], np.ndarray]:
+    """The support and query Examples of an episode file, and the support images' (height, width) as decoded."""
     import tensorflow as tf
 
     if not path.is_file():
         raise DataError(f"episode dump file {path} is missing; dump the episodes again")
-    parts: dict[str, tuple[list, list, list]] = {"support": ([], [], []), "query": ([], [], [])}
+    parts: dict[str, tuple[list, list, list, list]] = {"support": ([], [], [], []), "query": ([], [], [], [])}
     offsets, lengths = index_records(path)
     with open(path, "rb") as f:
         for r, (offset, length) in enumerate(zip(offsets, lengths)):
             f.seek(int(offset))
             feature = tf.train.Example.FromString(f.read(int(length))).features.feature
-            images, labels, ids = parts[feature["role"].bytes_list.value[0].decode()]
-            images.append(decode_image(feature["image"].bytes_list.value[0], image_size, f"{path} record {r}"))
+            images, labels, ids, sizes = parts[feature["role"].bytes_list.value[0].decode()]
+            image, size = decode_sized(feature["image"].bytes_list.value[0], image_size, f"{path} record {r}")
+            images.append(image)
+            sizes.append(size)
             labels.append(feature["label"].int64_list.value[0])
             ids.append(feature["id"].bytes_list.value[0].decode())
-    return {role: Examples(np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.float32),
-                           np.asarray(labels, np.int64), tuple(ids))
-            for role, (images, labels, ids) in parts.items()}
+    examples = {role: Examples(np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.float32),
+                               np.asarray(labels, np.int64), tuple(ids))
+                for role, (images, labels, ids, _) in parts.items()}
+    return examples, np.asarray(parts["support"][3], np.int64).reshape(-1, 2)
 
 
 def dumped_source(dump_dir: str | Path, suite: str = "md-v2", group: str = "md",
@@ -160,10 +164,11 @@ def dumped_source(dump_dir: str | Path, suite: str = "md-v2", group: str = "md",
 
     def build(i: int, seed: int, image_size: int) -> Task:
         entry = entries[i]
-        parts = _read_dumped(dump_dir / f"episode_{entry['index']}.tfrecords", image_size)
+        parts, support_sizes = _read_dumped(dump_dir / f"episode_{entry['index']}.tfrecords", image_size)
         return Task(support=parts["support"], query=QueryStream.from_examples(parts["query"], query_batch_size),
                     num_classes=len(entry["classes"]), suite=suite, group=group, source=header["source"],
-                    task_id=str(entry["index"]), seed=header["seed"], validation=None)
+                    task_id=str(entry["index"]), seed=header["seed"], validation=None,
+                    info=TaskInfo(header["source"], "md", median_area(support_sizes)))
 
     return TaskSource(name=header["source"], group=group, scoring=EPISODES, num_tasks=len(entries), build=build,
                       benchmark="md")

@@ -66,8 +66,8 @@ def parse_example(data: bytes, where: str) -> tuple[bytes, int]:
     return image, label
 
 
-def decode_image(data: bytes, image_size: int, where: str) -> np.ndarray:
-    """Decode, resize bilinearly to ``image_size`` and scale to float32 in [0, 1].
+def decode_sized(data: bytes, image_size: int, where: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode, resize bilinearly to ``image_size`` and scale to float32 in [0, 1]; also the decoded ``(h, w)``.
 
     As in the reference decoder: ``decode_image(channels=3)`` (grayscale is tiled
     to RGB, alpha dropped) then bilinear resizing with ``align_corners=True``.
@@ -79,11 +79,17 @@ def decode_image(data: bytes, image_size: int, where: str) -> np.ndarray:
     except (tf.errors.OpError, ValueError) as e:
         raise DataError(f"{where}: the image does not decode ({str(e).splitlines()[0]}); "
                         f"re-encode it or convert the source again") from e
-    if tuple(pixels.shape[:2]) == (image_size, image_size):  # resizing to the same size is the identity
-        return pixels.numpy().astype(np.float32) / np.float32(255.0)
+    size = (int(pixels.shape[0]), int(pixels.shape[1]))
+    if size == (image_size, image_size):  # resizing to the same size is the identity
+        return pixels.numpy().astype(np.float32) / np.float32(255.0), size
     resized = tf.raw_ops.ResizeBilinear(images=tf.expand_dims(pixels, 0), size=[image_size, image_size],
                                         align_corners=True, half_pixel_centers=False)
-    return resized.numpy()[0] / np.float32(255.0)
+    return resized.numpy()[0] / np.float32(255.0), size
+
+
+def decode_image(data: bytes, image_size: int, where: str) -> np.ndarray:
+    """:func:`decode_sized` without the size: the ``[image_size, image_size, 3]`` float32 image."""
+    return decode_sized(data, image_size, where)[0]
 
 
 class SourceReader:
@@ -156,17 +162,26 @@ class SourceReader:
                             f"still in place and readable") from e
         return out
 
-    def read_images(self, class_id: int, records: Sequence[int], image_size: int) -> np.ndarray:
-        """Decoded ``[len(records), image_size, image_size, 3]`` float32 images in [0, 1]."""
+    def read_sized(self, class_id: int, records: Sequence[int], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The records' images and their sizes before the resize.
+
+        Returns ``[len(records), image_size, image_size, 3]`` float32 images in
+        [0, 1] and ``[len(records), 2]`` (height, width) as decoded.
+        """
         images = np.empty((len(records), image_size, image_size, 3), dtype=np.float32)
+        sizes = np.empty((len(records), 2), dtype=np.int64)
         for i, (r, data) in enumerate(zip(records, self.read_raw(class_id, records))):
             where = self.where(class_id, r)
             image, label = parse_example(data, where)
             if label != class_id:
                 raise DataError(f"{where} has label {label}, not its class id {class_id}; the file may be "
                                 f"misnamed: convert the source again")
-            images[i] = decode_image(image, image_size, where)
-        return images
+            images[i], sizes[i] = decode_sized(image, image_size, where)
+        return images, sizes
+
+    def read_images(self, class_id: int, records: Sequence[int], image_size: int) -> np.ndarray:
+        """Decoded ``[len(records), image_size, image_size, 3]`` float32 images in [0, 1]."""
+        return self.read_sized(class_id, records, image_size)[0]
 
     def read_many(self, requests: Iterable[tuple[int, Sequence[int]]], image_size: int) -> np.ndarray:
         """Images of several (class id, records) requests, concatenated in request order."""
