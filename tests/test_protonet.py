@@ -95,3 +95,20 @@ def test_meta_train_step_lowers_the_episode_loss(digits):
     task = toy_episode(digits, 0)
     losses = [learner.meta_train_step(task, optimizer)["loss"] for _ in range(6)]
     assert losses[-1] < losses[0]
+
+
+def test_meta_train_never_meets_features_cached_before_training(digits, tmp_path):
+    from fewshot_bench.backbones.features import FeatureExtractor
+    from fewshot_bench.backbones.meta_nets import conv4
+
+    learner = ProtoNet(conv4(image_size=16, seed=0))
+    episode = toy_episode(digits, 0)
+    cache = tmp_path / "cache"
+    before = FeatureExtractor(learner.backbone, cache_dir=cache).extract(episode.support)
+    old_id = learner.backbone.id
+    learner.meta_train([toy_episode(digits, s) for s in (0, 5)], learning_rate=0.01)
+    assert learner.backbone.id != old_id
+    after = FeatureExtractor(learner.backbone, cache_dir=cache).extract(episode.support)
+    fresh = FeatureExtractor(learner.backbone, cache_dir=None).extract(episode.support)
+    np.testing.assert_allclose(after, fresh, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(after, before)

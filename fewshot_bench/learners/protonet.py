@@ -145,10 +145,17 @@ class ProtoNet(Learner):
         return {"loss": float(loss), "accuracy": accuracy}
 
     def meta_train(self, tasks: Iterable[Task], learning_rate: float = 1e-3) -> None:
-        """Train the backbone on ``tasks`` with Adam (no checkpoints; see ``fewshot-bench train``)."""
+        """Train the backbone on ``tasks`` with Adam (no checkpoints; see ``fewshot-bench train``).
+
+        The trained backbone gets a new weights id, so no feature cache (in memory or on disk)
+        serves embeddings of the weights before training.
+        """
         import keras
+
+        from fewshot_bench.backbones.weights import retrained
 
         optimizer = keras.optimizers.Adam(learning_rate)
         for task in tasks:
             self.meta_train_step(task, optimizer)
+        self.backbone = retrained(self.backbone)
         self._extractor = None
