@@ -14,7 +14,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 from fewshot_bench.errors import ConfigError, DataError
 from fewshot_bench.evaluation.scores import Row
@@ -62,6 +62,12 @@ CREATE TABLE IF NOT EXISTS runs (
 # Versions whose change makes earlier rows of a run incomparable with new ones.
 RESULT_SHAPING_PACKAGES = ("tensorflow", "keras", "scikit-learn", "numpy")
 
+# The columns a file must have to be read; files older than fit_seconds read it as 0,
+# files older than the runs table have no image size or expected task counts.
+READ_COLUMNS = ("run_key", "suite", "benchmark", "grp", "source", "scoring", "task_id", "learner", "backbone",
+                "config_hash", "seed", "status", "error", "correct", "total", "versions")
+NOT_RESULTS_HINT = "pass the file written by `fewshot-bench evaluate --results`"
+
 
 @dataclasses.dataclass(frozen=True)
 class RunInfo:
@@ -84,11 +90,53 @@ class RunInfo:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class ResultsDB:
-    """A results database file (created on first use)."""
+@dataclasses.dataclass(frozen=True)
+class RecordedRun:
+    """A run as the database holds it: its identity from its result rows, the rest from the runs table."""
 
-    def __init__(self, path: str | Path):
+    key: str
+    suite: str
+    learner: str
+    backbone: str
+    config_hash: str
+    seed: int
+    versions: Mapping[str, object]     # package versions of the run's latest row
+    image_size: Optional[int]          # None where the file has no runs table (older files)
+    expected: Mapping[str, int]        # tasks per source the run registered; {} where unknown
+
+
+def _json_object(text) -> dict:
+    """The JSON object a text column holds; {} for anything else (a damaged or hand-edited file)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _task_counts(text) -> dict[str, int]:
+    """``source -> number of tasks`` from the runs table's ``expected`` column; {} if unreadable."""
+    try:
+        return {str(k): int(v) for k, v in _json_object(text).items()}
+    except (TypeError, ValueError):
+        return {}
+
+
+class ResultsDB:
+    """A results database file (created on first use, unless opened ``read_only``).
+
+    ``read_only`` opens an existing file without changing it, and accepts files
+    written by earlier versions (see ``READ_COLUMNS``); the file must exist and
+    hold a results table, else :class:`DataError` names it.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False):
         self.path = Path(path)
+        self._fit_seconds = "fit_seconds"   # SQL for the column (0 in files older than it)
+        self._has_runs_table = True
+        if read_only:
+            self._conn = self._open_read_only()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(str(self.path), timeout=60)
@@ -96,6 +144,25 @@ class ResultsDB:
         except sqlite3.DatabaseError as e:
             raise DataError(f"results database {self.path} cannot be opened ({e}); "
                             "pass another --results path or move the damaged file away") from e
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise DataError(f"results database {self.path} does not exist; {NOT_RESULTS_HINT}")
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise DataError(f"{self.path} is not a fewshot-bench results database ({e}); {NOT_RESULTS_HINT}") from e
+        lacking = [c for c in READ_COLUMNS if c not in columns]
+        if lacking:
+            conn.close()
+            why = "no results table" if not columns else f"its results table lacks {', '.join(lacking)}"
+            raise DataError(f"{self.path} is not a fewshot-bench results database ({why}); {NOT_RESULTS_HINT}")
+        self._fit_seconds = "fit_seconds" if "fit_seconds" in columns else "0"
+        self._has_runs_table = "runs" in tables
+        return conn
 
     def close(self) -> None:
         self._conn.close()
@@ -136,11 +203,28 @@ class ResultsDB:
             counts = dict(((src, status), n) for src, status, n in self._conn.execute(
                 "SELECT source, status, COUNT(*) FROM results WHERE run_key=? GROUP BY source, status", (key,)))
             sources = {name: {"done": counts.get((name, "ok"), 0), "failed": counts.get((name, "failed"), 0),
-                              "expected": n} for name, n in json.loads(expected).items()}
+                              "expected": n} for name, n in _task_counts(expected).items()}
             for part in sources.values():
                 part["pending"] = part["expected"] - part["done"] - part["failed"]
             out.append({"run_key": key, "suite": suite, "learner": learner, "backbone": backbone,
                         "config_hash": config_hash, "seed": seed, "image_size": image_size, "sources": sources})
+        return out
+
+    def recorded_runs(self) -> list[RecordedRun]:
+        """Every run that has result rows, in the order of its first row (runs with no row are left out)."""
+        registered: dict[str, tuple[int, dict[str, int]]] = {}
+        if self._has_runs_table:
+            registered = {key: (int(size), _task_counts(expected)) for key, size, expected in
+                          self._conn.execute("SELECT run_key, image_size, expected FROM runs")}
+        out = []
+        for key, suite, learner, backbone, config_hash, seed, versions in self._conn.execute(
+                "SELECT run_key, suite, learner, backbone, config_hash, seed, "
+                "(SELECT versions FROM results AS last WHERE last.run_key = first.run_key "
+                "ORDER BY rowid DESC LIMIT 1) "
+                "FROM results AS first GROUP BY run_key ORDER BY MIN(rowid)"):
+            size, expected = registered.get(key, (None, {}))
+            out.append(RecordedRun(key, suite, learner, backbone, config_hash, seed, _json_object(versions),
+                                   size, expected))
         return out
 
     def finished(self, run: RunInfo) -> set[tuple[str, str]]:
@@ -160,13 +244,13 @@ class ResultsDB:
                  row.correct, row.total, row.accuracy if row.total else None, seconds, row.fit_seconds, time.time(),
                  json.dumps(versions or {}, sort_keys=True)))
 
-    def rows(self, run: RunInfo) -> list[Row]:
+    def rows(self, run: RunInfo | RecordedRun) -> list[Row]:
         """The run's rows in a fixed order (source, then episode index), whatever the finishing order."""
         return list(self._iter_rows("WHERE run_key=?", (run.key,)))
 
     def _iter_rows(self, where: str, args: tuple) -> Iterator[Row]:
         cur = self._conn.execute(
-            f"SELECT source, grp, benchmark, scoring, task_id, correct, total, status, error, fit_seconds "
+            f"SELECT source, grp, benchmark, scoring, task_id, correct, total, status, error, {self._fit_seconds} "
             f"FROM results {where} ORDER BY source, CAST(task_id AS INTEGER), task_id", args)
         for source, group, benchmark, scoring, task_id, correct, total, status, error, fit_seconds in cur:
             yield Row(source, group, benchmark, scoring, task_id, correct, total, status, error, fit_seconds)
