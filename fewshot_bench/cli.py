@@ -113,6 +113,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def listing(rows: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Lines of ``(name, origin, description)`` rows, name and origin padded into columns."""
+    name_width = max((len(row[0]) for row in rows), default=0)
+    origin_width = max((len(row[1]) for row in rows), default=0)
+    return [f"{name:<{name_width}}  {origin:<{origin_width}}  {description}".rstrip()
+            for name, origin, description in rows]
+
+
 def cmd_list(registry_name: str):
     def run(args: argparse.Namespace) -> int:
         if registry_name == "learners":
@@ -121,8 +129,8 @@ def cmd_list(registry_name: str):
             from fewshot_bench.backbones import BACKBONES as reg
         else:
             from fewshot_bench.suites import SUITES as reg
-        for name in reg.names():
-            print(f"{name:<28} {reg.origin(name)}")
+        for line in listing([(name, reg.origin(name), reg.description(name)) for name in reg.names()]):
+            print(line)
         return 0
     return run
 
@@ -260,11 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     for name in ("learners", "backbones", "suites"):
-        sub.add_parser(name, help=f"list the registered {name}").set_defaults(func=cmd_list(name))
+        sub.add_parser(name, help=f"list the {name}: built-in and plugins, with origin and description"
+                       ).set_defaults(func=cmd_list(name))
     return parser
 
 
-NO_TENSORFLOW = {"report", "submission", "leaderboard", "status"}  # commands that never touch a model
+NO_TENSORFLOW = {"report", "submission", "leaderboard", "status",  # commands that never touch a model
+                 "learners", "backbones", "suites"}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -10,6 +10,11 @@ A name resolves in three ways:
 - an import path, ``my_pkg.my_module:MyLearner``;
 - an entry point of an installed package in the registry's group (for
   learners ``fewshot_bench.learners``, for backbones ``fewshot_bench.backbones``).
+
+A built-in defined outside its registry's package (the backbone
+``meta_trained`` lives with meta-training) is named with
+:meth:`Registry.add_builtin_module`: its module is imported on first need, so
+listing and resolving names never depend on what was imported before.
 """
 
 from __future__ import annotations
@@ -48,6 +53,12 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return ast.unparse(node.func), kwargs
 
 
+def first_doc_line(obj: Any) -> str:
+    """The first non-blank line of ``obj``'s own docstring, stripped ("" if it has none)."""
+    lines = [line.strip() for line in (getattr(obj, "__doc__", None) or "").splitlines()]
+    return next((line for line in lines if line), "")
+
+
 class Registry(Generic[T]):
     """Maps names to factories of one kind (``kind`` is used in messages)."""
 
@@ -58,6 +69,7 @@ class Registry(Generic[T]):
         self.required_methods = tuple(required_methods)
         self._factories: dict[str, Callable[..., T]] = {}
         self._origins: dict[str, str] = {}
+        self._builtin_modules: list[str] = []  # not imported yet; see add_builtin_module
         self._entry_points_loaded = False
 
     def register(self, name: str, origin: Optional[str] = None) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -71,8 +83,22 @@ class Registry(Generic[T]):
             return factory
         return decorator
 
-    def _load_entry_points(self) -> None:
-        """Register the entry points of installed packages (once, on first need)."""
+    def add_builtin_module(self, module: str) -> None:
+        """Name a module whose import registers more built-ins; it is imported on first need.
+
+        For a built-in whose module would be a heavy or circular import where the
+        registry's package is imported (``meta_trained`` is in the learners package).
+        """
+        self._builtin_modules.append(module)
+
+    def _load_on_first_need(self) -> None:
+        """Import the pending built-in modules, then register the entry points of installed packages.
+
+        Both happen on first need (listing names, or a name not registered yet);
+        built-ins come first, so a plugin that claims a built-in's name is refused.
+        """
+        while self._builtin_modules:
+            importlib.import_module(self._builtin_modules.pop(0))
         if self._entry_points_loaded or not self.entry_point_group:
             return
         self._entry_points_loaded = True
@@ -114,13 +140,17 @@ class Registry(Generic[T]):
         return self._checked(target, f"{path!r}")
 
     def names(self) -> list[str]:
-        self._load_entry_points()
+        self._load_on_first_need()
         return sorted(self._factories)
 
     def origin(self, name: str) -> str:
         """Where a registered name comes from (built-in module, entry point, import path)."""
         self.get(name)
         return self._origins.get(name, "import path")
+
+    def description(self, name: str) -> str:
+        """The first line of the docstring of the factory ``name`` resolves to ("" if it has none)."""
+        return first_doc_line(self.get(name))
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -159,7 +189,7 @@ class Registry(Generic[T]):
         if ":" in name and name not in self._factories:
             return self._import(name)
         if name not in self._factories:
-            self._load_entry_points()
+            self._load_on_first_need()
         try:
             return self._factories[name]
         except KeyError:

@@ -217,7 +217,12 @@ def meta_train(learner: Any, config: TrainConfig, out: str | Path, log_every: in
 
 @BACKBONES.register("meta_trained")
 def meta_trained(path: str, image_size: Optional[int] = None) -> Backbone:
-    """The backbone ``fewshot-bench train --out PATH`` trained: ``meta_trained(path='PATH')``."""
+    """A backbone meta-trained by ``fewshot-bench train --out PATH``: ``meta_trained(path='PATH')``.
+
+    Registered here, beside the code that writes it; ``fewshot_bench.backbones``
+    names this module with ``BACKBONES.add_builtin_module``, so ``meta_trained``
+    is listed and resolved whatever was imported first.
+    """
     from fewshot_bench.backbones.weights import path_digest, weights_id
 
     folder = Path(os.path.expanduser(path))
