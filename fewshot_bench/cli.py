@@ -96,7 +96,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     path = Path(args.results) if args.results else home() / "results.sqlite"
     if not path.exists():
         raise ConfigError(f"no results database at {path}: pass --results PATH of an evaluation's database")
-    runs = ResultsDB(path).runs()
+    runs = ResultsDB(path, read_only=True).runs()  # read-only: never writes a schema into another file
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0

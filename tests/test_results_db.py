@@ -86,3 +86,22 @@ def test_read_only_reads_files_older_than_fit_seconds_and_the_runs_table(tmp_pat
     assert db.rows(run) == [Row("fonts", "md", "md", EPISODES, "2", 5, 10, "ok", "", 0),
                             Row("fonts", "md", "md", EPISODES, "10", 7, 10, "ok", "", 0)]
     db.close()
+
+
+def test_status_never_writes_into_the_file_it_reads(tmp_path, capsys):
+    from fewshot_bench.cli import main
+
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (x TEXT)")
+    before = other.read_bytes()
+    assert main(["status", "--results", str(other)]) != 0
+    assert "not a fewshot-bench results database" in capsys.readouterr().err
+    assert other.read_bytes() == before  # no results schema slipped into somebody else's file
+
+    db = ResultsDB(tmp_path / "r.sqlite")
+    db.start_run(A, Suite("mini", (TaskSource("fonts", "md", EPISODES, 3, None, "md"),)))
+    db.record(A, _row("fonts", "0", 3), fingerprint="f", seconds=1.0)
+    db.close()
+    assert main(["status", "--results", str(tmp_path / "r.sqlite")]) == 0
+    assert "done    1  failed   0  pending    2" in capsys.readouterr().out

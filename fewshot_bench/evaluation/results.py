@@ -195,8 +195,10 @@ class ResultsDB:
                                 time.time()))
 
     def runs(self) -> list[dict]:
-        """Every run in the database with its done / failed / pending counts per source."""
+        """Every registered run with its done / failed / pending counts per source (none in pre-``runs`` files)."""
         out = []
+        if not self._has_runs_table:
+            return out
         for key, suite, learner, backbone, config_hash, seed, image_size, expected in self._conn.execute(
                 "SELECT run_key, suite, learner, backbone, config_hash, seed, image_size, expected "
                 "FROM runs ORDER BY started_at"):
