@@ -3,16 +3,18 @@
 Walks ``--episodes`` test episodes of every MD-style source of the offline
 ``mini`` suite (built on first use under ``--home``, default a temporary
 FEWSHOT_BENCH_HOME) and extracts the support set and every query batch of each
-episode, as a frozen-feature learner does. Each episode is built once (decoded
-and resized by the MD reader) and fed to
+episode, as a frozen-feature learner does. Each episode is built once, every
+image decoded and resized by the MD reader, and fed to
 
 - per episode: one FeatureExtractor whose features are cleared before each
   episode (a forward pass for every image of every episode);
 - cached (cold): a FeatureExtractor on an empty persistent cache, shared by
   all episodes;
 
-then a second pass rebuilds the episodes and reads them with a new extractor
-on the now filled cache (warm: what the next learner, task or run gets).
+then the episodes are rebuilt twice and read by new extractors on the now
+filled cache (warm: what the next learner, task or run gets): once decoding
+every image as it is built (eager, as before episodes were lazy), once lazily
+(an image is decoded only if the cache misses it).
 
 Prints backbone forward passes per unique image, wall time of each part and
 the ratios. Figures only, no asserts.
@@ -72,15 +74,19 @@ def main() -> None:
     cached = FeatureExtractor(backbone, batch_size=args.batch_size, cache_dir=cache_dir)
     print(f"backbone {backbone.id} at {args.image_size}px, precision {cached.precision}, cache {cache_dir}")
 
-    def episodes():
+    def episodes(decode: bool):
         for source in sources:
             for index in range(args.episodes):
                 task = suite.task(source, index, args.seed, args.image_size)
-                yield task.support, list(task.query)
+                query = list(task.query)
+                if decode:  # what building an episode cost before its examples were lazy
+                    for part in [task.support] + query:
+                        part.images  # noqa: B018 -- decodes the part's images and keeps them
+                yield task.support, query
 
     clock = Clock()
     seen, unique = 0, set()
-    walk = episodes()
+    walk = episodes(decode=True)
     while True:
         t = time.perf_counter()
         episode = next(walk, None)
@@ -103,19 +109,28 @@ def main() -> None:
     cached.flush()
     clock.add("cached", t)
 
-    warm = FeatureExtractor(backbone, batch_size=args.batch_size, cache_dir=cache_dir)
-    walk = episodes()
-    while True:
-        t = time.perf_counter()
-        episode = next(walk, None)
-        clock.add("build_again", t)
-        if episode is None:
-            break
-        t = time.perf_counter()
-        warm.extract(episode[0])
-        for batch in episode[1]:
-            warm.extract(batch)
-        clock.add("warm", t)
+    warm_decoded: dict[str, int] = {}
+
+    def warm_pass(mode: str) -> FeatureExtractor:
+        """Rebuild every episode (``mode``: "eager" decodes its images, "lazy" not) and extract it from the cache."""
+        warm = FeatureExtractor(backbone, batch_size=args.batch_size, cache_dir=cache_dir)
+        walk, decoded = episodes(decode=mode == "eager"), 0
+        while True:
+            t = time.perf_counter()
+            episode = next(walk, None)
+            clock.add(f"build_{mode}", t)
+            if episode is None:
+                break
+            t = time.perf_counter()
+            for part in [episode[0]] + episode[1]:
+                warm.extract(part)
+                decoded += len(part) if part.decoded else 0
+            clock.add(f"warm_{mode}", t)
+        warm_decoded[mode] = decoded
+        return warm
+
+    warm = warm_pass("lazy")
+    warm_pass("eager")
 
     s = clock.seconds
     n_episodes = args.episodes * len(sources)
@@ -127,15 +142,22 @@ def main() -> None:
     print(f"  cache, warm (2nd run) {warm.forward_images / len(unique):7.3f}  ({warm.forward_images}; "
           f"{warm.stats.hits} hits from disk)")
     print("wall time (s):")
-    print(f"  building episodes (decode + resize)   {s['build']:8.1f}   (second pass {s['build_again']:.1f})")
+    print(f"  building episodes (decode + resize)   {s['build']:8.1f}")
     print(f"  extraction per episode                {s['per_episode']:8.1f}")
     print(f"  extraction with cache, cold           {s['cached']:8.1f}")
-    print(f"  extraction with cache, warm           {s['warm']:8.1f}")
+    eager, lazy = s["build_eager"] + s["warm_eager"], s["build_lazy"] + s["warm_lazy"]
+    print("warm pass (2nd run: rebuild the episodes, extract from the cache):")
+    print(f"  eager decoding: build {s['build_eager']:8.1f} + extraction {s['warm_eager']:6.1f} = {eager:8.1f}   "
+          f"({warm_decoded['eager']} images decoded)")
+    print(f"  lazy decoding:  build {s['build_lazy']:8.1f} + extraction {s['warm_lazy']:6.1f} = {lazy:8.1f}   "
+          f"({warm_decoded['lazy']} images decoded)")
+    print(f"  eager / lazy                          x{eager / lazy:.1f}")
     print("ratios (per episode / cached):")
     print(f"  extraction only, cold                 x{s['per_episode'] / s['cached']:.1f}")
-    print(f"  extraction only, warm                 x{s['per_episode'] / s['warm']:.1f}")
+    print(f"  extraction only, warm                 x{s['per_episode'] / s['warm_lazy']:.1f}")
     print(f"  episodes + extraction, cold           x{(s['build'] + s['per_episode']) / (s['build'] + s['cached']):.2f}")
-    print(f"  episodes + extraction, warm           x{(s['build'] + s['per_episode']) / (s['build_again'] + s['warm']):.2f}")
+    print(f"  episodes + extraction, warm, eager    x{(s['build'] + s['per_episode']) / eager:.2f}")
+    print(f"  episodes + extraction, warm, lazy     x{(s['build'] + s['per_episode']) / lazy:.2f}")
     size = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file())
     print(f"cache on disk: {size / 2**20:.1f} MiB in {len(list(cache_dir.rglob('*.npy')))} shards")
 

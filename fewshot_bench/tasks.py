@@ -6,7 +6,9 @@ metadata only through :class:`TaskInfo` (the task's name and original image
 area), and only if its ``fit`` asks for it (see ``fewshot_bench.learners.base``).
 
 Images in a Task are ``float32`` arrays of shape ``[n, size, size, 3]`` with
-values in ``[0, 1]``; a backbone maps them into its own value range.
+values in ``[0, 1]``; a backbone maps them into its own value range. Examples
+may be lazy (Meta-Dataset episodes are): their images are decoded only when a
+learner reads them, so a learner served from a feature cache decodes none.
 """
 
 from __future__ import annotations
@@ -20,34 +22,115 @@ import numpy as np
 from fewshot_bench.errors import ConfigError, LearnerError
 
 
-@dataclasses.dataclass(frozen=True)
-class Examples:
-    """A batch of images with stable ids and (unless hidden) integer labels."""
+Loader = Callable[[np.ndarray], np.ndarray]
+"""Decodes chosen examples of a lazy :class:`Examples`: indices ``[k]`` -> float32 images ``[k, h, w, c]``."""
 
-    images: np.ndarray
+
+class _Pixels:
+    """The images behind an :class:`Examples`: given, or decoded by ``load`` on demand.
+
+    ``whole()`` decodes every image once and keeps the array; ``at(indices)``
+    decodes only those (or slices the kept array).
+    """
+
+    def __init__(self, count: int, shape: tuple[int, ...], load: Optional[Loader] = None,
+                 whole: Optional[np.ndarray] = None):
+        self.count, self.shape, self._load, self._whole = count, shape, load, whole
+
+    @property
+    def decoded(self) -> bool:
+        return self._whole is not None
+
+    def at(self, indices: np.ndarray) -> np.ndarray:
+        if self._whole is not None:
+            return self._whole[indices]
+        if len(indices) == 0:  # the loader is never asked for nothing
+            return np.zeros((0, *self.shape), np.float32)
+        images = self._load(indices)
+        if images.shape != (len(indices), *self.shape):
+            raise ValueError(f"Examples.lazy: load returned images of shape {images.shape} for {len(indices)} "
+                             f"indices, expected {(len(indices), *self.shape)}")
+        return images
+
+    def whole(self) -> np.ndarray:
+        if self._whole is None:
+            self._whole = self.at(np.arange(self.count, dtype=np.int64))
+        return self._whole
+
+
+@dataclasses.dataclass(frozen=True, init=False, eq=False)
+class Examples:
+    """A batch of images with stable ids and (unless hidden) integer labels.
+
+    Eager, ``Examples(images, labels, ids)``: the images are given. Lazy,
+    ``Examples.lazy(ids, labels, image_shape, load)``: ``load(indices)``
+    decodes the images asked for, when asked. Either way ``images`` is every
+    image (a lazy Examples decodes them on first access and keeps them),
+    ``images_at(indices)`` only some; ``len``, ``ids``, ``labels``,
+    ``image_shape``, ``take`` and ``unlabelled`` decode nothing.
+    """
+
     labels: Optional[np.ndarray]
     ids: tuple[str, ...]
+    image_shape: tuple[int, ...]  # (height, width, channels) of every image
+    _pixels: _Pixels = dataclasses.field(repr=False)
 
-    def __post_init__(self):
-        n = len(self.images)
-        if len(self.ids) != n or (self.labels is not None and len(self.labels) != n):
-            raise ValueError(f"Examples: {n} images, {len(self.ids)} ids and "
-                             f"{None if self.labels is None else len(self.labels)} labels must agree")
+    def __init__(self, images: np.ndarray, labels: Optional[np.ndarray], ids: tuple[str, ...]):
+        self._set(labels, ids, _Pixels(len(images), tuple(int(s) for s in np.shape(images)[1:]), whole=images))
+
+    @classmethod
+    def lazy(cls, ids: tuple[str, ...], labels: Optional[np.ndarray], image_shape: Sequence[int],
+             load: Loader) -> "Examples":
+        """Examples whose images ``load`` decodes only when they are asked for."""
+        return cls._of(labels, tuple(ids), _Pixels(len(ids), tuple(int(s) for s in image_shape), load=load))
+
+    @classmethod
+    def _of(cls, labels: Optional[np.ndarray], ids: tuple[str, ...], pixels: _Pixels) -> "Examples":
+        examples = cls.__new__(cls)
+        examples._set(labels, ids, pixels)
+        return examples
+
+    def _set(self, labels: Optional[np.ndarray], ids: tuple[str, ...], pixels: _Pixels) -> None:
+        n = pixels.count
+        if len(ids) != n or (labels is not None and len(labels) != n):
+            raise ValueError(f"Examples: {n} images, {len(ids)} ids and "
+                             f"{None if labels is None else len(labels)} labels must agree")
+        for name, value in (("labels", labels), ("ids", ids), ("image_shape", pixels.shape), ("_pixels", pixels)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def images(self) -> np.ndarray:
+        """Every image, ``[n, h, w, c]`` (a lazy Examples decodes them all now, once)."""
+        return self._pixels.whole()
+
+    @property
+    def decoded(self) -> bool:
+        """Whether ``images`` is in memory (always, unless lazy and not yet asked for)."""
+        return self._pixels.decoded
+
+    def images_at(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The images at ``indices`` only, ``[len(indices), h, w, c]``; the others are not decoded."""
+        return self._pixels.at(np.asarray(indices, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, indices: Sequence[int] | np.ndarray) -> "Examples":
+        """The examples at ``indices``, in that order (lazy while this one is not decoded)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return Examples(self.images[idx], None if self.labels is None else self.labels[idx],
-                        tuple(self.ids[i] for i in idx))
+        labels = None if self.labels is None else self.labels[idx]
+        ids = tuple(self.ids[i] for i in idx)
+        if self.decoded:
+            return Examples(self.images[idx], labels, ids)
+        return Examples.lazy(ids, labels, self.image_shape, lambda chosen: self.images_at(idx[chosen]))
 
     def unlabelled(self) -> "Examples":
-        """The same images with the labels hidden (what a predictor receives)."""
-        return Examples(self.images, None, self.ids)
+        """The same images with the labels hidden (what a predictor receives); they share any decode."""
+        return Examples._of(None, self.ids, self._pixels)
 
     @staticmethod
     def concat(parts: Sequence["Examples"]) -> "Examples":
+        """The parts one after the other (their images decoded)."""
         labels = None if any(p.labels is None for p in parts) else np.concatenate([p.labels for p in parts])
         return Examples(np.concatenate([p.images for p in parts]), labels,
                         tuple(i for p in parts for i in p.ids))

@@ -154,3 +154,38 @@ def test_mixed_precision_is_close_and_keyed_apart(conv_backbone, examples, tmp_p
 def test_unknown_layer_is_a_config_error(conv_backbone):
     with pytest.raises(ConfigError, match=r"no output 'block9'.*embedding"):
         FeatureExtractor(conv_backbone, layers=("block9",))
+
+
+class CountingLoader:
+    """Loads rows of known images for a lazy Examples, recording which were asked for."""
+
+    def __init__(self, images):
+        self.images, self.asked = images, []
+
+    def __call__(self, indices):
+        self.asked.extend(int(i) for i in indices)
+        return self.images[indices]
+
+
+def lazy(examples, loader):
+    return Examples.lazy(examples.ids, examples.labels, examples.image_shape, loader)
+
+
+def test_lazy_examples_decode_only_the_images_the_cache_misses(conv_backbone, examples, tmp_path):
+    eager = FeatureExtractor(conv_backbone, batch_size=8, cache_dir=None).extract(examples)
+    loader = CountingLoader(examples.images)
+    first = FeatureExtractor(conv_backbone, batch_size=8, cache_dir=tmp_path)
+    head = examples.take(np.arange(16))
+    np.testing.assert_array_equal(first.extract(lazy(head, loader)), eager[:16])  # same images, same batches
+    assert sorted(loader.asked) == list(range(16))
+    loader.asked.clear()
+    # 16 of 30 cached: only the other 14 are decoded, and features match the eager path
+    got = first.extract(lazy(examples, loader))
+    assert sorted(loader.asked) == list(range(16, 30)) and first.forward_images == 30
+    np.testing.assert_allclose(got, eager, rtol=1e-5, atol=1e-7)
+    first.flush()
+    loader.asked.clear()
+    second = FeatureExtractor(conv_backbone, batch_size=8, cache_dir=tmp_path)
+    again = lazy(examples, loader)
+    np.testing.assert_array_equal(second.extract(again), got)
+    assert loader.asked == [] and not again.decoded and second.forward_images == 0

@@ -109,6 +109,69 @@ def test_md_source_builds_episode_tasks(root):
     assert fingerprint(task.support, task.query) != fingerprint(other.support, other.query)
 
 
+def test_episodes_are_lazy_and_fingerprints_unchanged(root):
+    source = md_source(root, "toy", num_episodes=4, query_batch_size=7)
+    task = source.build(1, 11, 6)
+    batches = list(task.query)
+    assert not any(part.decoded for part in [task.support] + batches)
+    # digest pinned from the eager reader (fingerprints hash ids and labels, in roles and order)
+    assert fingerprint(task.support, batches) == "e49be94a5994f336"
+    reader = SourceReader(root / "toy")
+    for part in [task.support] + batches:  # bit for bit what the eager read gave
+        want = np.concatenate([reader.read_images(c, [r], 6) for _, c, r in map(parse_image_id, part.ids)])
+        np.testing.assert_array_equal(part.images, want)
+
+
+def test_md_episode_on_a_warm_feature_cache_decodes_no_image(root, tmp_path, monkeypatch):
+    from fewshot_bench.backbones.features import FeatureExtractor
+    from fewshot_bench.datasets.meta_dataset import reader as reader_module
+    from fewshot_bench.learners.linear_probe import LinearProbe
+    from fewshot_bench.tasks import Examples
+    from fewshot_bench.testing import tiny_backbone
+
+    decoded = []
+    decode = reader_module.decode_sized
+    monkeypatch.setattr(reader_module, "decode_sized",
+                        lambda data, size, where: decoded.append(where) or decode(data, size, where))
+    source, backbone = md_source(root, "toy", num_episodes=4, query_batch_size=7), tiny_backbone(6)
+
+    def evaluate(support, query, cache_dir):
+        extractor = FeatureExtractor(backbone, cache_dir=cache_dir)
+        predictor = LinearProbe(extractor=extractor).fit(support, 6)
+        logits = [predictor.predict(batch.unlabelled()) for batch in query]
+        extractor.flush()
+        return extractor.extract(support), logits
+
+    task = source.build(1, 11, 6)  # 6 ways, 46 images
+    cold = evaluate(task.support, task.query, tmp_path)
+    assert len(decoded) == 46 and len(set(decoded)) == 46  # each image decoded once
+    decoded.clear()
+    again = source.build(1, 11, 6)
+    warm = evaluate(again.support, again.query, tmp_path)
+    assert decoded == [] and not again.support.decoded
+    # the eager path: every image decoded up front, features computed in memory
+    eager = evaluate(Examples(task.support.images, task.support.labels, task.support.ids),
+                     [Examples(b.images, b.labels, b.ids) for b in task.query], None)
+    for got in (warm, cold):
+        np.testing.assert_array_equal(got[0], eager[0])
+        for a, b in zip(got[1], eager[1], strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_header_size_is_the_decoded_size():
+    import tensorflow as tf
+
+    from fewshot_bench.datasets.meta_dataset.reader import header_size
+
+    gray = np.zeros((5, 9), np.uint8)
+    for data in (encode_png(gray), tf.io.encode_jpeg(np.zeros((7, 3, 3), np.uint8)).numpy(),
+                 tf.io.encode_png(np.zeros((4, 6, 4), np.uint8)).numpy()):
+        assert header_size(data, "test") == decode_sized(data, 2, "test")[1]
+    assert header_size(encode_png(gray), "test") == (5, 9)
+    with pytest.raises(DataError, match="where: the image does not decode"):
+        header_size(b"not an image", "where")
+
+
 def test_reader_indexes_only_the_classes_an_episode_uses(root):
     from fewshot_bench.datasets.meta_dataset.episodes import layout_task
     from fewshot_bench.datasets.meta_dataset.sampler import EpisodeSampler

@@ -111,6 +111,7 @@ def test_dump_rebuilds_episodes_without_the_source(root, tmp_path):
     expected = []
     for index in (1, 3):
         task = md_source(tmp_path / "src", "toy").build(index, 2, 5)
+        task.support.images  # decode the lazy support now: the source is deleted below
         expected.append((task, fingerprint(task.support, task.query), np.concatenate([b.images for b in task.query])))
     shutil.rmtree(tmp_path / "src")
     source = dumped_source(dump)

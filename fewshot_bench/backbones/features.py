@@ -247,22 +247,27 @@ class FeatureExtractor:
 
     # ---- extraction ----
 
-    def _compute(self, images01: np.ndarray, indices: np.ndarray) -> np.ndarray:
-        """Features of ``images01[indices]``, ``batch_size`` images per forward pass.
+    def _compute(self, examples: Examples, indices: np.ndarray) -> np.ndarray:
+        """Features of the examples at ``indices``, ``batch_size`` images per forward pass.
 
-        Batches are dispatched before any result is read back, so an
-        accelerator is not kept waiting on the host.
+        Only those images are read (``images_at``: a lazy batch decodes just
+        them), a batch at a time. Batches are dispatched before any result is
+        read back, so an accelerator is not kept waiting on the host.
         """
         parts = []
         for start in range(0, len(indices), self.batch_size):
-            batch = np.asarray(images01[indices[start:start + self.batch_size]], np.float32)
+            batch = np.asarray(examples.images_at(indices[start:start + self.batch_size]), np.float32)
             parts.append(self._forward(batch))
             self.forward_images += len(batch)
         return np.concatenate([p.numpy() for p in parts]).astype(np.float32, copy=False)
 
     def extract(self, examples: Examples) -> np.ndarray:
-        """Features ``[n, d]`` of the examples: the chosen layers, pooled and concatenated."""
-        store = self._store(tuple(int(s) for s in examples.images.shape[1:]))
+        """Features ``[n, d]`` of the examples: the chosen layers, pooled and concatenated.
+
+        Only the images missing from the cache are read, so a fully cached
+        batch of lazy examples decodes nothing.
+        """
+        store = self._store(examples.image_shape)
         first: dict[str, int] = {}
         for position, image_id in enumerate(examples.ids):
             first.setdefault(image_id, position)
@@ -270,7 +275,7 @@ class FeatureExtractor:
         rows, found = store.lookup(unique)
         if not found.all():
             todo = np.flatnonzero(~found)
-            computed = self._compute(examples.images, np.array([first[unique[k]] for k in todo], np.int64))
+            computed = self._compute(examples, np.array([first[unique[k]] for k in todo], np.int64))
             store.put([unique[k] for k in todo], computed)
             if rows is None:
                 rows = np.zeros((len(unique), computed.shape[1]), np.float32)

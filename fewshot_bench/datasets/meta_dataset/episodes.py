@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -52,43 +52,54 @@ def layout_fingerprint(source: str, layout: EpisodeLayout) -> str:
     return fp.hexdigest()
 
 
-def read_sized_examples(reader: SourceReader, source: str, items: tuple[tuple[int, int, int], ...],
-                        image_size: int) -> tuple[Examples, np.ndarray]:
-    """Read the images of (class id, record, label) items, keeping their order.
+Item = tuple[int, int, int]  # (class id, record, label)
 
-    Also returns the ``[n, 2]`` (height, width) of the images as decoded, before the resize.
+
+def gather(items: Sequence[Item], read: Callable[[int, list[int]], np.ndarray], row_shape: tuple[int, ...],
+           dtype: type) -> np.ndarray:
+    """``read(class_id, records)`` for each class of ``items``, its rows put back in item order.
+
+    One call, hence one open class file, per class.
     """
-    images = np.empty((len(items), image_size, image_size, 3), dtype=np.float32)
-    sizes = np.empty((len(items), 2), dtype=np.int64)
+    out = np.empty((len(items), *row_shape), dtype=dtype)
     by_class: dict[int, list[int]] = {}
     for position, (c, _, _) in enumerate(items):
         by_class.setdefault(c, []).append(position)
     for c, positions in by_class.items():
-        images[positions], sizes[positions] = reader.read_sized(c, [items[p][1] for p in positions], image_size)
+        out[positions] = read(c, [items[p][1] for p in positions])
+    return out
+
+
+def read_items(reader: SourceReader, items: Sequence[Item], image_size: int) -> np.ndarray:
+    """The decoded ``[n, image_size, image_size, 3]`` images of the items, in their order."""
+    return gather(items, lambda c, records: reader.read_images(c, records, image_size),
+                  (image_size, image_size, 3), np.float32)
+
+
+def item_examples(reader: SourceReader, source: str, items: Sequence[Item], image_size: int) -> Examples:
+    """Lazy Examples of the items: an image is read and decoded only when a learner asks for it."""
     ids = tuple(image_id(source, c, r) for c, r, _ in items)
-    return Examples(images, np.array([label for _, _, label in items], dtype=np.int64), ids), sizes
-
-
-def read_examples(reader: SourceReader, source: str, items: tuple[tuple[int, int, int], ...],
-                  image_size: int) -> Examples:
-    """Read the images of (class id, record, label) items, keeping their order."""
-    return read_sized_examples(reader, source, items, image_size)[0]
+    labels = np.array([label for _, _, label in items], dtype=np.int64)
+    return Examples.lazy(ids, labels, (image_size, image_size, 3),
+                         lambda indices: read_items(reader, [items[i] for i in indices], image_size))
 
 
 def layout_task(reader: SourceReader, source: str, layout: EpisodeLayout, num_classes: int, *, image_size: int,
                 task_id: str, seed: int, suite: str, group: str, query_batch_size: int) -> Task:
-    """A Task whose support is read now and whose query is read batch by batch when iterated.
+    """A Task whose support and query batches decode their images only when a learner reads them.
 
-    Its info: ``TaskInfo(source, "md", median area of the support images before the resize)``.
+    Its info: ``TaskInfo(source, "md", median area of the support images before the resize)``,
+    the sizes read from the image headers (no pixels decoded).
     """
-    support, sizes = read_sized_examples(reader, source, layout.support, image_size)
     query_items = layout.query
 
     def batches():
         for start in range(0, len(query_items), query_batch_size):
-            yield read_examples(reader, source, query_items[start:start + query_batch_size], image_size)
+            yield item_examples(reader, source, query_items[start:start + query_batch_size], image_size)
 
-    return Task(support=support, query=QueryStream(batches, size=len(query_items)), num_classes=num_classes,
+    sizes = gather(layout.support, reader.read_sizes, (2,), np.int64)
+    return Task(support=item_examples(reader, source, layout.support, image_size),
+                query=QueryStream(batches, size=len(query_items)), num_classes=num_classes,
                 suite=suite, group=group, source=source, task_id=task_id, seed=seed, validation=None,
                 info=TaskInfo(source, "md", median_area(sizes)))
 

@@ -10,10 +10,11 @@ and records are then read by plain seeks. A read opens one file at a time.
 
 from __future__ import annotations
 
+import io
 import struct
 import threading
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -85,6 +86,22 @@ def decode_sized(data: bytes, image_size: int, where: str) -> tuple[np.ndarray, 
     resized = tf.raw_ops.ResizeBilinear(images=tf.expand_dims(pixels, 0), size=[image_size, image_size],
                                         align_corners=True, half_pixel_centers=False)
     return resized.numpy()[0] / np.float32(255.0), size
+
+
+def header_size(data: bytes, where: str) -> tuple[int, int]:
+    """The ``(h, w)`` :func:`decode_sized` gives, read from the image's header (no pixels decoded).
+
+    An image whose header PIL cannot read is decoded instead, so a broken image
+    raises the same :class:`DataError`.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:  # noqa: BLE001 -- PIL cannot identify it: let the decoder have the last word
+        return decode_sized(data, 1, where)[1]
+    return int(height), int(width)
 
 
 def decode_image(data: bytes, image_size: int, where: str) -> np.ndarray:
@@ -162,6 +179,16 @@ class SourceReader:
                             f"still in place and readable") from e
         return out
 
+    def read_encoded(self, class_id: int, records: Sequence[int]) -> Iterator[tuple[bytes, str]]:
+        """The encoded image of each record, with its description for errors; checks each label is the class id."""
+        for r, data in zip(records, self.read_raw(class_id, records)):
+            where = self.where(class_id, r)
+            image, label = parse_example(data, where)
+            if label != class_id:
+                raise DataError(f"{where} has label {label}, not its class id {class_id}; the file may be "
+                                f"misnamed: convert the source again")
+            yield image, where
+
     def read_sized(self, class_id: int, records: Sequence[int], image_size: int) -> tuple[np.ndarray, np.ndarray]:
         """The records' images and their sizes before the resize.
 
@@ -170,14 +197,16 @@ class SourceReader:
         """
         images = np.empty((len(records), image_size, image_size, 3), dtype=np.float32)
         sizes = np.empty((len(records), 2), dtype=np.int64)
-        for i, (r, data) in enumerate(zip(records, self.read_raw(class_id, records))):
-            where = self.where(class_id, r)
-            image, label = parse_example(data, where)
-            if label != class_id:
-                raise DataError(f"{where} has label {label}, not its class id {class_id}; the file may be "
-                                f"misnamed: convert the source again")
+        for i, (image, where) in enumerate(self.read_encoded(class_id, records)):
             images[i], sizes[i] = decode_sized(image, image_size, where)
         return images, sizes
+
+    def read_sizes(self, class_id: int, records: Sequence[int]) -> np.ndarray:
+        """The records' ``[len(records), 2]`` (height, width) as decoded, read from the image headers."""
+        sizes = np.empty((len(records), 2), dtype=np.int64)
+        for i, (image, where) in enumerate(self.read_encoded(class_id, records)):
+            sizes[i] = header_size(image, where)
+        return sizes
 
     def read_images(self, class_id: int, records: Sequence[int], image_size: int) -> np.ndarray:
         """Decoded ``[len(records), image_size, image_size, 3]`` float32 images in [0, 1]."""
