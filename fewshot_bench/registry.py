@@ -98,7 +98,8 @@ class Registry(Generic[T]):
         built-ins come first, so a plugin that claims a built-in's name is refused.
         """
         while self._builtin_modules:
-            importlib.import_module(self._builtin_modules.pop(0))
+            importlib.import_module(self._builtin_modules[0])  # a failed import stays pending (and raises again)
+            self._builtin_modules.pop(0)
         if self._entry_points_loaded or not self.entry_point_group:
             return
         self._entry_points_loaded = True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -29,13 +30,20 @@ Loader = Callable[[np.ndarray], np.ndarray]
 class _Pixels:
     """The images behind an :class:`Examples`: given, or decoded by ``load`` on demand.
 
-    ``whole()`` decodes every image once and keeps the array; ``at(indices)``
-    decodes only those (or slices the kept array).
+    ``whole()`` decodes every image once (one thread decodes, others wait) and
+    keeps the array; ``at(indices)`` decodes only those (or slices the kept array).
     """
 
     def __init__(self, count: int, shape: tuple[int, ...], load: Optional[Loader] = None,
                  whole: Optional[np.ndarray] = None):
         self.count, self.shape, self._load, self._whole = count, shape, load, whole
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:  # a lock does not pickle (a lazy loader must, to pickle lazy Examples)
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
 
     @property
     def decoded(self) -> bool:
@@ -46,15 +54,16 @@ class _Pixels:
             return self._whole[indices]
         if len(indices) == 0:  # the loader is never asked for nothing
             return np.zeros((0, *self.shape), np.float32)
-        images = self._load(indices)
+        images = np.asarray(self._load(indices), dtype=np.float32)
         if images.shape != (len(indices), *self.shape):
             raise ValueError(f"Examples.lazy: load returned images of shape {images.shape} for {len(indices)} "
                              f"indices, expected {(len(indices), *self.shape)}")
         return images
 
     def whole(self) -> np.ndarray:
-        if self._whole is None:
-            self._whole = self.at(np.arange(self.count, dtype=np.int64))
+        with self._lock:
+            if self._whole is None:
+                self._whole = self.at(np.arange(self.count, dtype=np.int64))
         return self._whole
 
 
@@ -67,7 +76,9 @@ class Examples:
     decodes the images asked for, when asked. Either way ``images`` is every
     image (a lazy Examples decodes them on first access and keeps them),
     ``images_at(indices)`` only some; ``len``, ``ids``, ``labels``,
-    ``image_shape``, ``take`` and ``unlabelled`` decode nothing.
+    ``image_shape``, ``take`` and ``unlabelled`` decode nothing. Built by its
+    constructors only (not ``dataclasses.replace``); lazy Examples pickle only
+    if their loader does (read ``images`` first to send them to another process).
     """
 
     labels: Optional[np.ndarray]

@@ -166,6 +166,14 @@ def test_builtin_module_is_imported_on_first_need(first_need, tmp_path, monkeypa
         sys.modules.pop("late_widgets", None)
 
 
+def test_a_built_in_module_that_fails_to_import_stays_pending():
+    reg = Registry("widget")
+    reg.add_builtin_module("no_such_widgets_module_xyz")
+    for _ in range(2):  # the second lookup raises the real cause again, not "unknown widget"
+        with pytest.raises(ModuleNotFoundError, match="no_such_widgets_module_xyz"):
+            reg.names()
+
+
 def test_listing_pads_name_and_origin_into_columns():
     rows = [("a", "x", "First."), ("bbb", "yy", "")]
     assert listing(rows) == ["a    x   First.", "bbb  yy"]

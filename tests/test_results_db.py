@@ -105,3 +105,17 @@ def test_status_never_writes_into_the_file_it_reads(tmp_path, capsys):
     db.close()
     assert main(["status", "--results", str(tmp_path / "r.sqlite")]) == 0
     assert "done    1  failed   0  pending    2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("package", ["fewshot-bench", "numpy"])
+def test_resuming_across_a_version_change_is_refused_naming_it(tmp_path, package):
+    from fewshot_bench.errors import ConfigError
+
+    suite = Suite("mini", (TaskSource("fonts", "md", EPISODES, 3, None, "md"),))
+    db = ResultsDB(tmp_path / "r.sqlite")
+    db.start_run(A, suite, versions={"fewshot-bench": "0.1.0", "numpy": "1.26"})
+    db.start_run(A, suite, versions={"fewshot-bench": "0.1.0", "numpy": "1.26", "git_commit": "other"})  # same
+    changed = {"fewshot-bench": "0.1.0", "numpy": "1.26", package: "9.9"}
+    with pytest.raises(ConfigError, match=f"{package}: .* -> 9.9.*--allow_version_change"):
+        db.start_run(A, suite, versions=changed)
+    db.start_run(A, suite, versions=changed, allow_version_change=True)  # knowingly

@@ -137,3 +137,27 @@ def test_eager_examples_keep_their_array():
     assert ex.images is images and ex.decoded and ex.image_shape == (4, 4, 3)
     with pytest.raises(AttributeError):
         ex.labels = np.zeros(3)
+
+
+def test_eager_examples_pickle_and_lazy_loads_are_float32_and_decoded_once_across_threads():
+    import pickle
+    import threading
+
+    eager = Examples(np.ones((2, 3, 3, 3), np.float32), np.array([0, 1]), ("a", "b"))
+    copy = pickle.loads(pickle.dumps(eager))
+    np.testing.assert_array_equal(copy.images, eager.images)
+    assert copy.ids == eager.ids and copy.take([1]).ids == ("b",)
+
+    calls = []
+
+    def load(indices):
+        calls.append(len(indices))
+        return np.zeros((len(indices), 2, 2, 3), np.float64)  # the wrong dtype: cast to float32
+
+    lazy = Examples.lazy(("x", "y", "z"), None, (2, 2, 3), load)
+    threads = [threading.Thread(target=lambda: lazy.images) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == [3] and lazy.images.dtype == np.float32

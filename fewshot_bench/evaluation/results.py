@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 # Versions whose change makes earlier rows of a run incomparable with new ones.
-RESULT_SHAPING_PACKAGES = ("tensorflow", "keras", "scikit-learn", "numpy")
+# fewshot-bench itself: a release that changes a protocol rule (e.g. what BiT-HyperRule reads of a
+# task) bumps its version, so a run is never resumed across such a change.
+RESULT_SHAPING_PACKAGES = ("fewshot-bench", "tensorflow", "keras", "scikit-learn", "numpy")
 
 # The columns a file must have to be read; files older than fit_seconds read it as 0,
 # files older than the runs table have no image size or expected task counts.

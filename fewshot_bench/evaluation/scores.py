@@ -50,7 +50,7 @@ class Row:
     total: int
     status: str = "ok"    # "ok" or "failed"
     error: str = ""
-    fit_seconds: float = 0.0  # the learner's own adaptation time (Learner.fit), not counting data loading
+    fit_seconds: float = 0.0  # Learner.fit's time: building the task is not counted, decoding a lazy support set read in fit is
 
     @property
     def accuracy(self) -> float:
