@@ -8,7 +8,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from data_prep import md_records
 from data_prep.md_convert.images import FileImage, encode_file
-from data_prep.md_convert.splits import ordered, resolve_splits
+from data_prep.md_convert.splits import ordered, read_split_file, resolve_splits
 from data_prep.md_convert.writer import ClassJob
 from fewshot_bench.errors import ConfigError, DataError
 
@@ -104,3 +104,20 @@ def numbered_classes(numbers: Sequence[int], width: int, split_names: Optional[S
             raise ConfigError(f"split file class {name!r} does not start with its number ('NN.name')")
         out[int(prefix)] = name
     return out
+
+
+def numbered_splits(source: str, numbers: Sequence[int], width: int, offset: int, raw: Path,
+                    split_file: Optional[Path], lists: Optional[Path], labels_file: str,
+                    seed: int) -> tuple[dict[int, str], dict[str, list[str]], tuple[str, ...]]:
+    """Names of numbered raw classes (:func:`numbered_classes`) and their splits (:func:`resolve_splits`).
+
+    The label list is read only when it names the classes: ``lists`` given, or no split file.
+    Returns ``(name of each number, class names per split, unassigned raw classes)``.
+    """
+    split_names = ([n for names in read_split_file(split_file, source).values() for n in names]
+                   if split_file is not None else None)
+    labels = read_label_names(lists, labels_file, source) if lists is not None or split_file is None else None
+    names = numbered_classes(sorted(numbers), width, split_names, labels, offset)
+    present = [names[n] for n in sorted(numbers) if n in names]
+    splits, unassigned = resolve_splits(source, present, raw, split_file, seed)
+    return names, splits, unassigned

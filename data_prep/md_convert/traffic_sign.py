@@ -21,10 +21,9 @@ from typing import Optional
 
 import numpy as np
 
-from data_prep.md_convert.common import (Plan, flat_plan, list_dirs, list_files, numbered_classes,
-                                         read_label_names, require)
+from data_prep.md_convert.common import Plan, flat_plan, list_dirs, list_files, numbered_splits, require
 from data_prep.md_convert.images import FileImage, encode_file
-from data_prep.md_convert.splits import ordered, read_split_file, resolve_splits
+from data_prep.md_convert.splits import ordered
 from data_prep.md_convert.writer import ClassJob
 
 NAME = "traffic_sign"
@@ -43,13 +42,8 @@ def shuffled(files: list[Path], seed: int, number: int) -> list[Path]:
 def plan(raw: Path, split_file: Optional[Path], lists: Optional[Path], seed: int) -> Plan:
     require(raw, NAME, LAYOUT, [IMAGES])
     folders = {int(d): raw / IMAGES / d for d in list_dirs(raw / IMAGES) if d.isdigit()}
-    split_names = ([n for names in read_split_file(split_file, NAME).values() for n in names]
-                   if split_file is not None else None)
-    labels = read_label_names(lists, LABELS_FILE, NAME) if lists is not None or split_file is None else None
-    names = numbered_classes(sorted(folders), 2, split_names, labels, 0)
+    names, splits, unassigned = numbered_splits(NAME, list(folders), 2, 0, raw, split_file, lists, LABELS_FILE, seed)
     number_of = {name: number for number, name in names.items()}
-    present = [names[n] for n in sorted(folders) if n in names]
-    splits, unassigned = resolve_splits(NAME, present, raw, split_file, seed)
     jobs = []
     for class_id, (_, name) in enumerate(ordered(splits)):
         number = number_of[name]

@@ -18,9 +18,9 @@ import collections
 from pathlib import Path
 from typing import Optional
 
-from data_prep.md_convert.common import Plan, flat_plan, numbered_classes, read_label_names, require
+from data_prep.md_convert.common import Plan, flat_plan, numbered_splits, require
 from data_prep.md_convert.images import FileImage, encode_file
-from data_prep.md_convert.splits import ordered, read_split_file, resolve_splits
+from data_prep.md_convert.splits import ordered
 from data_prep.md_convert.writer import ClassJob
 from fewshot_bench.errors import DataError
 
@@ -44,13 +44,8 @@ def plan(raw: Path, split_file: Optional[Path], lists: Optional[Path], seed: int
     files = collections.defaultdict(list)
     for index, label in enumerate(read_labels(raw / "imagelabels.mat")):
         files[label].append(str(raw / "jpg" / f"image_{index + 1:05d}.jpg"))
-    split_names = ([n for names in read_split_file(split_file, NAME).values() for n in names]
-                   if split_file is not None else None)
-    labels = read_label_names(lists, LABELS_FILE, NAME) if lists is not None or split_file is None else None
-    names = numbered_classes(sorted(files), 3, split_names, labels, 1)
+    names, splits, unassigned = numbered_splits(NAME, list(files), 3, 1, raw, split_file, lists, LABELS_FILE, seed)
     label_of = {name: label for label, name in names.items()}
-    present = [names[label] for label in sorted(files) if label in names]
-    splits, unassigned = resolve_splits(NAME, present, raw, split_file, seed)
     jobs = [ClassJob(class_id, name, tuple(FileImage(f) for f in files[label_of[name]]), encode_file)
             for class_id, (_, name) in enumerate(ordered(splits))]
     return flat_plan(NAME, splits, jobs, unassigned)
