@@ -15,13 +15,19 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Optional
 
 from fewshot_bench.backbones.feature_cache import CODE_VERSION, default_cache_dir, describe, prune, verify
 from fewshot_bench.errors import ConfigError
 
 
-def _directory(args: argparse.Namespace) -> Path:
-    return Path(args.dir) if args.dir else default_cache_dir()
+def _existing_cache(args: argparse.Namespace) -> Optional[Path]:
+    """The cache directory of ``--dir`` (default: the evaluations' cache), or None (said) if it holds none."""
+    root = Path(args.dir) if args.dir else default_cache_dir()
+    if not (root / "index.sqlite").is_file():
+        print(f"no feature cache in {root}")
+        return None
+    return root
 
 
 def _mib(n: int) -> str:
@@ -34,9 +40,8 @@ def _layers(layers: list[str]) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    root = _directory(args)
-    if not (root / "index.sqlite").is_file():
-        print(f"no feature cache in {root}")
+    root = _existing_cache(args)
+    if root is None:
         return 0
     infos = describe(root)
     if args.json:
@@ -57,9 +62,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    root = _directory(args)
-    if not (root / "index.sqlite").is_file():
-        print(f"no feature cache in {root}")
+    root = _existing_cache(args)
+    if root is None:
         return 0
     if args.all and (args.stale or args.backbone or args.unused_days is not None):
         raise ConfigError("cache prune: --all removes everything; it takes no other filter")
@@ -76,9 +80,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    root = _directory(args)
-    if not (root / "index.sqlite").is_file():
-        print(f"no feature cache in {root}")
+    root = _existing_cache(args)
+    if root is None:
         return 0
     counts = verify(root)
     print(f"checked {counts['checked']} entries; dropped {counts['dropped']} that failed their checksum "
